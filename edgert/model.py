@@ -306,7 +306,7 @@ def check_operators(proto) -> None:
             by_op.setdefault(op, []).append(node)
         listed = "; ".join(f"{op} (nodes: {', '.join(nodes[:5])}{', ...' if len(nodes) > 5 else ''})" for op, nodes in sorted(by_op.items()))
         raise UnsupportedOperatorError(
-            f"{len(by_op)} unsupported operator(s): {listed}; replace them in the exporter or run with --backend host"
+            f"{len(by_op)} unsupported operator(s): {listed}; re-export the model without them (another opset, or simplify it with onnxsim)"
         )
 
 

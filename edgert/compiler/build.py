@@ -1,0 +1,227 @@
+"""ONNX/TFLite → Relax → tvm.compile → a self-contained bundle directory."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from edgert.bundle import FORMAT, FORMAT_VERSION, MANIFEST, Bundle
+from edgert.compiler.targets import Target, load_target
+from edgert.errors import CompileError, EdgertError
+from edgert.fsutil import atomic_dir, sha256_file
+from edgert.model import Model, TensorSpec, load
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    """How an image file becomes a model input (recorded in the manifest)."""
+
+    scale: float = 1.0 / 255.0
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+
+    def for_input(self, spec: TensorSpec) -> dict[str, Any] | None:
+        """Image preprocessing for a 4-D float input with 1 or 3 channels, else None."""
+        if len(spec.shape) != 4 or not spec.dtype.startswith("float"):
+            return None
+        if spec.shape[1] in (1, 3):
+            layout, channels, (h, w) = "NCHW", spec.shape[1], spec.shape[2:]
+        elif spec.shape[3] in (1, 3):
+            layout, channels, (h, w) = "NHWC", spec.shape[3], spec.shape[1:3]
+        else:
+            return None
+        return {
+            "layout": layout,
+            "color": "RGB" if channels == 3 else "L",
+            "size": [int(h), int(w)],
+            "scale": self.scale,
+            "mean": list(self.mean) * (channels if len(self.mean) == 1 else 1),
+            "std": list(self.std) * (channels if len(self.std) == 1 else 1),
+        }
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    target: str | Path = "host"
+    input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    image: ImageConfig = ImageConfig()
+    golden_seed: int = 0
+
+
+Log = Callable[[str], None]
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def compile(
+    model: Model | str | Path,
+    target: str | Path | None = None,
+    output: str | Path | None = None,
+    options: CompileOptions | None = None,
+    log: Log = _stderr,
+) -> Bundle:
+    """Compile ``model`` for ``target`` into a bundle at ``output`` (dir, or ``.tar.gz``).
+
+    The bundle is written atomically: on any failure nothing is left at ``output``.
+    """
+    options = options or CompileOptions()
+    if target is not None:
+        options = dataclasses.replace(options, target=target)
+    tgt = load_target(options.target)
+    if not isinstance(model, Model):
+        model = load(model, options.input_shapes)
+    output = Path(output) if output else Path(f"{model.name}.{tgt.name}.edgert")
+    packed = output.name.endswith((".tar.gz", ".tgz"))
+
+    # Toolchain problems surface before the slow TVM build.
+    from edgert.compiler import toolchain
+
+    cxx = toolchain.find_cxx(tgt)
+    libs = toolchain.runtime_libs(tgt)
+    if tgt.is_cuda:
+        from edgert.compiler import cuda
+
+        cuda.require_nvcc(tgt)
+
+    log(f"[edgert] reference outputs ({model.format})")
+    golden_in = model.random_inputs(options.golden_seed)
+    golden_out = model.reference_run(golden_in)
+    outputs = [TensorSpec(s.name, tuple(o.shape), str(o.dtype)) for s, o in zip(model.outputs, golden_out)]
+
+    log(f"[edgert] compiling for {tgt.name} ({tgt.arch}, {tgt.device}) with TVM")
+    t0 = time.perf_counter()
+    executable = _build(model, tgt)
+    compile_s = time.perf_counter() - t0
+    log(f"[edgert] compiled in {compile_s:.1f} s; building the native runner")
+    native = toolchain.build_native(tgt)
+
+    dest = output.with_name(output.name.removesuffix(".tar.gz").removesuffix(".tgz") + ".dir") if packed else output
+    with atomic_dir(dest) as tmp:
+        (tmp / "lib").mkdir()
+        (tmp / "bin").mkdir()
+        (tmp / "include").mkdir()
+        (tmp / "golden").mkdir()
+        try:
+            executable.export_library(str(tmp / "lib" / "model.so"), cc=cxx)
+        except Exception as exc:  # TVM raises its own error types from the linker call
+            raise CompileError(f"linking the model for {tgt.name} failed: {_first_line(exc)}") from None
+        for rel, src in libs.files.items():
+            shutil.copy2(src, tmp / rel)
+        shutil.copy2(native.libedgert, tmp / "lib" / "libedgert.so")
+        shutil.copy2(native.runner, tmp / "bin" / "edgert-run")
+        shutil.copy2(native.header, tmp / "include" / "edgert.h")
+        golden_inputs, golden_outputs = [], []
+        for i, spec in enumerate(model.inputs):
+            rel = f"golden/input_{i}.npy"
+            np.save(tmp / rel, np.ascontiguousarray(golden_in[spec.name]))
+            golden_inputs.append(rel)
+        for i, arr in enumerate(golden_out):
+            rel = f"golden/output_{i}.npy"
+            np.save(tmp / rel, np.ascontiguousarray(arr))
+            golden_outputs.append(rel)
+        manifest = _manifest(model, tgt, options, outputs, golden_inputs, golden_outputs, compile_s)
+        manifest["files"] = {
+            str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    bundle = Bundle.open(dest)
+    if packed:
+        try:
+            bundle.pack(output)
+        finally:
+            shutil.rmtree(dest, ignore_errors=True)
+        bundle = Bundle.open(output)
+    log(f"[edgert] wrote {output}")
+    return bundle
+
+
+def _build(model: Model, tgt: Target):
+    """Import into Relax and compile; TVM's errors become one-line CompileErrors."""
+    import tvm  # noqa: F401  (fail early with a clean message if missing)
+
+    try:
+        if model.format == "tflite":
+            from edgert import tflite
+
+            mod = tflite.to_relax(model)
+        else:
+            from tvm.relax.frontend.onnx import from_onnx
+
+            mod = from_onnx(
+                model.proto,
+                shape_dict={s.name: list(s.shape) for s in model.inputs},
+                dtype_dict={s.name: s.dtype for s in model.inputs},
+                keep_params_in_input=False,
+            )
+        if tgt.is_cuda:
+            from edgert.compiler import cuda
+
+            return cuda.build_cuda(mod, tgt)
+        return tvm.compile(mod, target=tgt.tvm_target())
+    except EdgertError:
+        raise
+    except Exception as exc:  # TVM raises TVMError, ValueError, tvm_ffi errors, ...
+        raise CompileError(
+            f"TVM could not compile {model.name} for {tgt.name}: {_first_line(exc)}; "
+            "simplify the graph (e.g. onnxsim) or report the model to the edgert developers"
+        ) from None
+
+
+def _manifest(model, tgt, options, outputs, golden_inputs, golden_outputs, compile_s) -> dict[str, Any]:
+    from importlib.metadata import version
+
+    from edgert import __version__, reference
+
+    inputs = []
+    for spec in model.inputs:
+        d = spec.to_json()
+        image = options.image.for_input(spec)
+        if image:
+            d["image"] = image
+        inputs.append(d)
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "name": model.name,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "target": tgt.to_json(),
+        "inputs": inputs,
+        "outputs": [o.to_json() for o in outputs],
+        "source": {"format": model.format, "sha256": model.source_sha256},
+        "versions": {
+            "edgert": __version__,
+            "tvm": version("apache-tvm"),
+            "tvm_ffi": version("apache-tvm-ffi"),
+        },
+        "compression_history": model.history,
+        "golden": {
+            "reference": reference.name(model),
+            "seed": options.golden_seed,
+            "inputs": golden_inputs,
+            "outputs": golden_outputs,
+            "rtol": 1e-4,
+        },
+        "runtime": {
+            "device": tgt.device,
+            "model": "lib/model.so",
+            "runner": "bin/edgert-run",
+            "header": "include/edgert.h",
+        },
+        "build": {"compile_seconds": round(compile_s, 2)},
+    }
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    # TVM errors carry a traceback; the last line is the message.
+    return lines[-1].strip() if lines else type(exc).__name__

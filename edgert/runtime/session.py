@@ -1,0 +1,139 @@
+"""Run a bundle: in this process through TVM, or through its native runner on a device."""
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgert.bundle import Bundle
+from edgert.errors import CheckFailedError, InputError, RunError
+from edgert.runtime.inputs import conform, sanitize
+
+_EXIT_CODE_ERRORS = {2: InputError}
+
+
+@dataclass
+class RunResult:
+    outputs: dict[str, np.ndarray]
+    load_ms: float | None = None
+    run_ms: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How far outputs are from the golden ones: max |err| and its ratio to max |ref|."""
+
+    name: str
+    max_abs_err: float
+    max_abs_ref: float
+    ok: bool
+
+    @property
+    def ratio(self) -> float:
+        return self.max_abs_err / self.max_abs_ref if self.max_abs_ref else self.max_abs_err
+
+
+def run_in_process(bundle: Bundle, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    bundle.check_arch()
+    import tvm
+    from tvm import relax
+
+    feeds = _conform_all(bundle, feeds)
+    dev = tvm.cuda(0) if bundle.device_kind == "cuda" else tvm.cpu()
+    lib = tvm.runtime.load_module(str(bundle.path / bundle.manifest["runtime"]["model"]))
+    vm = relax.VirtualMachine(lib, dev)
+    args = [tvm.runtime.tensor(feeds[s.name], dev) for s in bundle.inputs]
+    result = vm["main"](*args)
+    outs = list(result) if not hasattr(result, "numpy") else [result]
+    return {s.name: o.numpy() for s, o in zip(bundle.outputs, outs)}
+
+
+def run_on_device(
+    bundle: Bundle,
+    device,
+    feeds: dict[str, np.ndarray] | None = None,
+    repeat: int = 1,
+    timeout: float = 600.0,
+) -> RunResult:
+    """Run ``bundle`` with its native runner on ``device`` (feeds default to the golden inputs)."""
+    if bundle.arch != device.arch:
+        bundle.check_arch(device.arch)
+    with tempfile.TemporaryDirectory(prefix="edgert-run-") as tmp:
+        argv = [bundle.path / bundle.manifest["runtime"]["runner"], bundle.path.resolve()]
+        if feeds is None:
+            argv.append("--golden")
+        else:
+            for name, arr in _conform_all(bundle, feeds).items():
+                f = Path(tmp, f"in_{sanitize(name)}.npy")
+                np.save(f, arr)
+                argv += ["--input", f"{name}={f}"]
+        outdir = Path(tmp, "out")
+        outdir.mkdir()
+        argv += ["--output-dir", outdir, "--repeat", str(repeat)]
+        proc = device.run([str(a) for a in argv], timeout=timeout)
+        report = _parse_report(proc, device)
+        outputs = {s.name: np.load(outdir / f"{sanitize(s.name)}.npy") for s in bundle.outputs}
+    return RunResult(outputs, report.get("load_ms"), list(report.get("run_ms", [])))
+
+
+def _parse_report(proc, device) -> dict:
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("EDGERT ")), None)
+    if line is None:
+        tail = " | ".join(proc.stderr.strip().splitlines()[-3:]) or f"exit code {proc.returncode}"
+        raise RunError(f"the bundle runner on {device.name} failed without a report: {tail}")
+    try:
+        report = json.loads(line[len("EDGERT "):])
+    except ValueError:
+        raise RunError(f"the bundle runner on {device.name} printed a malformed report: {line[:200]}") from None
+    if report.get("status") != "ok":
+        from edgert.errors import ArchMismatchError, BundleError, BundleIntegrityError
+
+        cls = {"integrity": BundleIntegrityError, "arch": ArchMismatchError, "bundle": BundleError,
+               "input": InputError, "usage": InputError}.get(report.get("code"), RunError)
+        raise cls(f"on {device.name}: {report.get('message', 'unknown error')}")
+    return report
+
+
+def _conform_all(bundle: Bundle, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    specs = bundle.inputs
+    missing = [s.name for s in specs if s.name not in feeds]
+    extra = sorted(set(feeds) - {s.name for s in specs})
+    if missing or extra:
+        raise InputError(
+            f"inputs do not match the model: missing {', '.join(missing) or 'none'}, unknown {', '.join(extra) or 'none'}; "
+            f"the model's inputs are {', '.join(s.name for s in specs)}"
+        )
+    return {s.name: conform(np.asarray(feeds[s.name]), s, "the given array") for s in specs}
+
+
+def compare(outputs: dict[str, np.ndarray], golden: dict[str, np.ndarray], rtol: float = 1e-4) -> list[Agreement]:
+    """Per-output agreement: float outputs within rtol × max|ref|, integer outputs exactly."""
+    result = []
+    for name, ref in golden.items():
+        got = outputs[name]
+        if got.shape != ref.shape:
+            result.append(Agreement(name, float("inf"), 0.0, False))
+            continue
+        ref64, got64 = ref.astype(np.float64), got.astype(np.float64)
+        err = float(np.max(np.abs(got64 - ref64))) if ref.size else 0.0
+        scale = float(np.max(np.abs(ref64))) if ref.size else 0.0
+        exact = not np.issubdtype(ref.dtype, np.floating)
+        ok = err == 0.0 if exact else err <= rtol * scale + 1e-7 and np.isfinite(got64).all()
+        result.append(Agreement(name, err, scale, bool(ok)))
+    return result
+
+
+def check(outputs: dict[str, np.ndarray], bundle: Bundle) -> list[Agreement]:
+    """Compare with the bundle's golden outputs; CheckFailedError on any mismatch."""
+    agreements = compare(outputs, bundle.golden_outputs(), bundle.manifest["golden"].get("rtol", 1e-4))
+    bad = [a for a in agreements if not a.ok]
+    if bad:
+        detail = ", ".join(f"{a.name}: max|err| {a.max_abs_err:.3g} vs max|ref| {a.max_abs_ref:.3g}" for a in bad)
+        raise CheckFailedError(
+            f"outputs differ from the {bundle.manifest['golden']['reference']} reference ({detail}); "
+            "the bundle computes wrong results on this device"
+        )
+    return agreements
