@@ -22,12 +22,20 @@ IR_VERSION = 8  # the IR of opset 17's release, so older runtimes read the files
 
 
 class Graph:
-    """Collects nodes and seeded weights; every node gets a name for error messages."""
+    """Collects nodes and seeded weights; every node gets a name for error messages.
+
+    ``m2`` tracks each tensor's expected second moment for a standard-normal
+    input, so BatchNormalization gets the running variance a trained net would
+    have measured there (its outputs are then ~unit scale, as in a real net).
+    Analytic rather than measured with onnxruntime, so the bytes never depend
+    on the machine's float rounding.
+    """
 
     def __init__(self, seed: int):
         self.rng = np.random.default_rng(seed)
         self.nodes: list[onnx.NodeProto] = []
         self.inits: list[onnx.TensorProto] = []
+        self.m2 = {"input": 1.0}
 
     def const(self, name: str, arr: np.ndarray) -> str:
         self.inits.append(numpy_helper.from_array(np.ascontiguousarray(arr, np.float32), name))
@@ -35,6 +43,16 @@ class Graph:
 
     def op(self, op_type: str, name: str, inputs: list[str], **attrs) -> str:
         self.nodes.append(helper.make_node(op_type, inputs, [name], name=name, **attrs))
+        m2 = self.m2.get(inputs[0], 1.0)
+        # ReLU(6) of a zero-mean signal keeps half its energy; Add of independent signals sums
+        # it; the max of 4 (9) ReLU'd Gaussians has ~3x (~5x) the energy of one.
+        if op_type == "Add":
+            m2 = sum(self.m2[i] for i in inputs)
+        elif op_type in ("Relu", "Clip"):
+            m2 /= 2
+        elif op_type == "MaxPool":
+            m2 *= {4: 3.0, 9: 5.0}[int(np.prod(attrs["kernel_shape"]))]
+        self.m2[name] = m2
         return name
 
     def conv(self, x: str, name: str, cin: int, cout: int, k: int, stride: int = 1, group: int = 1, bias=False) -> str:
@@ -44,19 +62,24 @@ class Graph:
         inputs = [x, self.const(f"{name}.weight", w)]
         if bias:
             inputs.append(self.const(f"{name}.bias", self.rng.standard_normal(cout) * 0.1))
-        return self.op("Conv", name, inputs, kernel_shape=[k, k], strides=[stride, stride],
-                       pads=[k // 2] * 4, group=group)
+        out = self.op("Conv", name, inputs, kernel_shape=[k, k], strides=[stride, stride],
+                      pads=[k // 2] * 4, group=group)
+        self.m2[out] = 2.0 * self.m2[x]
+        return out
 
     def bn(self, x: str, name: str, c: int) -> str:
-        # Stats of a trained net: gamma near 1, small shifts, strictly positive variance.
-        r = self.rng
+        # Stats of a trained net: gamma near 1, small shifts, running variance close to
+        # (and always positive like) the input's real per-channel variance.
+        r, m2 = self.rng, self.m2[x]
         params = [
             self.const(f"{name}.gamma", r.uniform(0.5, 1.5, c)),
             self.const(f"{name}.beta", r.normal(0.0, 0.1, c)),
-            self.const(f"{name}.mean", r.normal(0.0, 0.1, c)),
-            self.const(f"{name}.var", r.uniform(0.5, 1.5, c)),
+            self.const(f"{name}.mean", r.normal(0.0, 0.1 * np.sqrt(m2), c)),
+            self.const(f"{name}.var", m2 * r.uniform(0.8, 1.25, c)),
         ]
-        return self.op("BatchNormalization", name, [x, *params], epsilon=1e-5)
+        out = self.op("BatchNormalization", name, [x, *params], epsilon=1e-5)
+        self.m2[out] = 1.0
+        return out
 
     def relu6(self, x: str, name: str) -> str:
         if "relu6.min" not in {t.name for t in self.inits}:

@@ -85,8 +85,13 @@ class Target:
 def targets_dirs() -> list[Path]:
     """Where target TOMLs are looked up: $EDGERT_TARGETS_PATH, then the installed set."""
     dirs = [Path(p) for p in os.environ.get("EDGERT_TARGETS_PATH", "").split(os.pathsep) if p]
-    dirs.append(Path(str(resources.files("edgert.targets"))))
-    return dirs
+    try:
+        dirs.append(Path(str(resources.files("edgert.targets"))))
+    except ModuleNotFoundError:
+        pass
+    # A source checkout used without installing: targets/ beside the package.
+    dirs.append(Path(__file__).resolve().parents[2] / "targets")
+    return list(dict.fromkeys(d.resolve() for d in dirs))
 
 
 def available_targets() -> dict[str, Path]:
