@@ -1,8 +1,9 @@
 """Write the small random-weight test models in tests/data/.
 
-Needs only numpy, onnx and onnxruntime (to check each ONNX model runs), plus
-flatbuffers and tflite (the `tflite` package's generated schema builders) for
-the .tflite file -- all in `pip install 'edgert[reference]'`. No PyTorch or
+Needs only numpy, onnx, flatbuffers and tflite (the `tflite` package's
+generated schema builders write the .tflite files), plus onnxruntime and
+ai-edge-litert to check every model runs -- all in
+`pip install 'edgert[reference]'`. No PyTorch or
 TensorFlow: the ONNX graphs are built with onnx.helper and the TFLite
 flatbuffer is written directly, so the output is byte-identical on every run.
 
@@ -108,7 +109,7 @@ class Graph:
         return m
 
 
-def convnet_tiny(batch: int | str = 1) -> onnx.ModelProto:
+def convnet_tiny(name: str = "convnet_tiny", batch: int | str = 1) -> onnx.ModelProto:
     g = Graph(seed=1)
     x = g.conv("input", "conv1", 3, 8, 3, bias=True)
     x = g.bn(x, "bn1", 8)
@@ -116,7 +117,7 @@ def convnet_tiny(batch: int | str = 1) -> onnx.ModelProto:
     x = g.op("MaxPool", "pool1", [x], kernel_shape=[2, 2], strides=[2, 2])
     x = g.conv(x, "conv2", 8, 16, 3, bias=True)
     g.head(x, 16)
-    return g.model("convnet_tiny", [batch, 3, 32, 32], [batch, 10])
+    return g.model(name, [batch, 3, 32, 32], [batch, 10])
 
 
 def mobilenetv2_mini() -> onnx.ModelProto:
@@ -183,15 +184,14 @@ def write_onnx(out_dir: Path) -> list[Path]:
         ("convnet_tiny", convnet_tiny()),
         ("mobilenetv2_mini", mobilenetv2_mini()),
         ("resnet_mini", resnet_mini()),
-        ("convnet_dynbatch", convnet_tiny(batch="batch")),
+        ("convnet_dynbatch", convnet_tiny("convnet_dynbatch", batch="batch")),
         ("unsupported_ops", unsupported_ops()),
     ]:
         path = out_dir / f"{name}.onnx"
         onnx.save_model(m, str(path))
         written.append(path)
     ext = out_dir / "convnet_extdata.onnx"
-    m = convnet_tiny()
-    m.graph.name = "convnet_extdata"
+    m = convnet_tiny("convnet_extdata")
     # save_model appends to an existing data file, so start from none.
     (out_dir / "convnet_extdata.onnx.data").unlink(missing_ok=True)
     onnx.save_model(m, str(ext), save_as_external_data=True, all_tensors_to_one_file=True,
@@ -206,8 +206,11 @@ def write_onnx(out_dir: Path) -> list[Path]:
 
 # ---- TFLite ---------------------------------------------------------------
 
-def _tflite_bytes() -> bytes:
+def _tflite_bytes(dynamic_batch: bool = False) -> bytes:
     """convnet_tiny in TFLite form (float32, NHWC 1x32x32x3 -> softmax over 10).
+
+    With ``dynamic_batch`` every activation's shape_signature has batch -1, as
+    the TF converter writes for a ``None`` batch dimension.
 
     input -CONV_2D(s2,relu)-> c1 -DEPTHWISE_CONV_2D-> RELU6 -CONV_2D 1x1-> ADD(c1)
     -AVERAGE_POOL_2D-> RESHAPE -> FULLY_CONNECTED -> SOFTMAX -> output
@@ -253,7 +256,7 @@ def _tflite_bytes() -> bytes:
     tensor("pw", [1, 16, 16, 8])
     tensor("add", [1, 16, 16, 8])
     tensor("pool", [1, 1, 1, 8])
-    tensor("shape", [2], np.array([1, 8], np.int32), TensorType.INT32)
+    tensor("shape", [2], np.array([-1, 8], np.int32), TensorType.INT32)
     tensor("flat", [1, 8])
     tensor("fc.w", [10, 8], he((10, 8), 8))
     tensor("fc.b", [10], (rng.standard_normal(10) * 0.1).astype(np.float32))
@@ -292,7 +295,7 @@ def _tflite_bytes() -> bytes:
 
     def reshape_opts(b):
         ReshapeOptions.StartNewShapeVector(b, 2)
-        for d in reversed([1, 8]):
+        for d in reversed([-1, 8]):
             b.PrependInt32(d)
         shape = b.EndVector()
         ReshapeOptions.Start(b)
@@ -354,11 +357,15 @@ def _tflite_bytes() -> bytes:
         buffers.append(Buffer.End(b))
 
     tensor_offsets = []
-    for name, (shape, ttype, _) in tensors.items():
+    for name, (shape, ttype, data) in tensors.items():
         fb_name = b.CreateString(name)
         fb_shape = int_vector(Tensor.StartShapeVector, shape)
+        dynamic = dynamic_batch and data is None
+        fb_sig = int_vector(Tensor.StartShapeSignatureVector, [-1, *shape[1:]]) if dynamic else None
         Tensor.Start(b)
         Tensor.AddShape(b, fb_shape)
+        if dynamic:
+            Tensor.AddShapeSignature(b, fb_sig)
         Tensor.AddType(b, ttype)
         Tensor.AddBuffer(b, buffer_of.get(name, 0))
         Tensor.AddName(b, fb_name)
@@ -414,25 +421,31 @@ def _tflite_bytes() -> bytes:
     return bytes(b.Output())
 
 
-def write_tflite(out_dir: Path) -> Path:
+def write_tflite(out_dir: Path) -> list[Path]:
     from ai_edge_litert.interpreter import Interpreter
 
-    path = out_dir / "convnet_tiny.tflite"
-    path.write_bytes(_tflite_bytes())
-    interp = Interpreter(model_path=str(path))
-    interp.allocate_tensors()
-    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
-    interp.set_tensor(inp["index"], np.random.default_rng(0).standard_normal(inp["shape"]).astype(np.float32))
-    interp.invoke()
-    probs = interp.get_tensor(out["index"])
-    assert probs.shape == (1, 10) and abs(probs.sum() - 1) < 1e-5, probs
-    return path
+    written = []
+    for name, batch in [("convnet_tiny", None), ("convnet_dynbatch", 2)]:
+        path = out_dir / f"{name}.tflite"
+        path.write_bytes(_tflite_bytes(dynamic_batch=batch is not None))
+        interp = Interpreter(model_path=str(path))
+        inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+        if batch:
+            interp.resize_tensor_input(inp["index"], [batch, 32, 32, 3])
+        interp.allocate_tensors()
+        x = np.random.default_rng(0).standard_normal([batch or 1, 32, 32, 3]).astype(np.float32)
+        interp.set_tensor(inp["index"], x)
+        interp.invoke()
+        probs = interp.get_tensor(out["index"])
+        assert probs.shape == (batch or 1, 10) and np.allclose(probs.sum(axis=1), 1, atol=1e-5), probs
+        written.append(path)
+    return written
 
 
 def main(argv: list[str]) -> int:
     out_dir = Path(argv[1]) if len(argv) > 1 else Path(__file__).resolve().parent.parent / "tests" / "data"
     out_dir.mkdir(parents=True, exist_ok=True)
-    for path in [*write_onnx(out_dir), write_tflite(out_dir)]:
+    for path in [*write_onnx(out_dir), *write_tflite(out_dir)]:
         print(f"{path}  {path.stat().st_size} bytes")
     return 0
 
