@@ -9,7 +9,9 @@ import pytest
 DATA = Path(__file__).parent / "data"
 
 
-def needs_qemu():
+@pytest.fixture(scope="session")
+def qemu():
+    """qemu-user and the aarch64 sysroot are installed by 'make install'; their absence is a failure."""
     if not shutil.which("qemu-aarch64-static") or not Path("/usr/aarch64-linux-gnu/lib").is_dir():
         pytest.fail("qemu-aarch64-static and the aarch64 sysroot are required; run 'make install' as root")
 

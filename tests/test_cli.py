@@ -9,8 +9,6 @@ from click.testing import CliRunner
 
 from edgert.cli import main
 
-from conftest import needs_qemu
-
 
 def cli(*args: str):
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
@@ -53,8 +51,7 @@ def test_compile_host_run_local_check(model, data_dir, tmp_path):
 
 @pytest.mark.qemu
 @pytest.mark.parametrize("model", ["convnet_tiny.onnx", "mobilenetv2_mini.onnx", "resnet_mini.onnx", "convnet_tiny.tflite"])
-def test_compile_aarch64_run_qemu_check(model, data_dir, tmp_path):
-    needs_qemu()
+def test_compile_aarch64_run_qemu_check(model, data_dir, tmp_path, qemu):
     out = tmp_path / "b.edgert"
     r = cli("compile", data_dir / model, "--target", "generic-aarch64", "-o", out)
     assert r.exit_code == 0, r.output

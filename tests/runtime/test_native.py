@@ -94,6 +94,13 @@ def test_missing_file_is_refused(host_copy):
     assert "golden/output_1.npy (missing)" in report["message"]
 
 
+def test_unlisted_library_is_refused(host_copy):
+    (host_copy / "lib" / "libextra.so").write_bytes(b"\x7fELF")
+    code, report, _ = run_runner(host_copy, "--golden")
+    assert (code, report["code"]) == (5, "integrity")
+    assert "lib/libextra.so (not in the manifest)" in report["message"]
+
+
 def test_wrong_input_shape_names_the_input(tiny_bundle, tmp_path):
     bad = tmp_path / "bad.npy"
     np.save(bad, np.zeros((1, 3, 4, 4), np.float32))

@@ -18,6 +18,7 @@
 #include <tvm/ffi/function.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <memory>
@@ -405,6 +406,12 @@ std::string ShapeText(const int64_t* shape, size_t ndim) {
   return s + "]";
 }
 
+std::string NumberText(double number) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", number);
+  return buf;
+}
+
 [[noreturn]] void BadManifest(const std::string& what) {
   Fail(EDGERT_E_BUNDLE, "manifest.json: " + what + "; rebuild the bundle with 'edgert compile'");
 }
@@ -475,7 +482,7 @@ Manifest ParseManifest(const std::string& dir) {
     BadManifest("'format' is not \"edgert-bundle\"");
   const Json& version = Field(root, "format_version", Json::kNumber, "manifest");
   if (version.number > EDGERT_FORMAT_VERSION)
-    Fail(EDGERT_E_BUNDLE, "bundle format version " + (std::ostringstream() << version.number).str() +
+    Fail(EDGERT_E_BUNDLE, "bundle format version " + NumberText(version.number) +
                               " is newer than this runtime supports (" +
                               std::to_string(EDGERT_FORMAT_VERSION) +
                               "); rebuild the bundle with a matching edgert or upgrade the runtime");
