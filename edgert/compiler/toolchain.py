@@ -18,7 +18,7 @@ from pathlib import Path
 
 from edgert.compiler.targets import Target
 from edgert.errors import BundleError, MissingDependencyError, ToolchainError
-from edgert.fsutil import atomic_dir, cache_dir
+from edgert.fsutil import atomic_dir, cache_dir, sha256_file
 
 TVM_VERSION = "0.27.0.post1"
 TVM_FFI_VERSION = "0.1.14.post1"
@@ -51,7 +51,8 @@ def find_cxx(target: Target) -> str:
         return _android_cxx(target)
     found = shutil.which(tc.cxx)
     if found:
-        return str(Path(found).resolve())
+        # Not resolved: wrappers such as ccache dispatch on the name they are called by.
+        return str(Path(found).absolute())
     if tc.debian_packages:
         how = f"install it with 'sudo apt-get install {' '.join(tc.debian_packages)}'"
     else:
@@ -134,7 +135,7 @@ def _package_dir(dist: str, module: str, version: str) -> Path:
     spec = util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
         raise MissingDependencyError(f"cannot locate the '{module}' package; reinstall {dist}=={version}")
-    return Path(list(spec.submodule_search_locations)[0])
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def _copy_installed(dest: Path) -> None:
@@ -151,18 +152,18 @@ def _download_wheels(wheel_platform: str, dest: Path) -> None:
     """Another platform: pip downloads its wheels; only the runtime .so files are kept."""
     import zipfile
 
+    args = [
+        "download", "--no-deps", "--only-binary=:all:", "--python-version", "3.11", "--platform", wheel_platform,
+        f"apache-tvm=={TVM_VERSION}", f"apache-tvm-ffi=={TVM_FFI_VERSION}",
+    ]
     with tempfile.TemporaryDirectory(prefix="edgert-wheels-", dir=dest.parent) as wheels:
-        cmd = [
-            sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-            "--python-version", "3.11", "--platform", wheel_platform, "--dest", wheels,
-            f"apache-tvm=={TVM_VERSION}", f"apache-tvm-ffi=={TVM_FFI_VERSION}",
-        ]  # fmt: skip
+        cmd = [sys.executable, "-m", "pip", *args, "--dest", wheels]
         print(f"[edgert] downloading the TVM runtime for {wheel_platform} (once)", file=sys.stderr, flush=True)
-        # pip's progress goes to stderr: stdout may carry machine-readable output.
-        if subprocess.run(cmd, stdout=sys.stderr, stderr=sys.stderr).returncode != 0:
+        # pip's progress goes to the process's stderr (fd 2): stdout may carry machine-readable output.
+        if subprocess.run(cmd, check=False, stdout=2).returncode != 0:
             raise ToolchainError(
                 f"could not download the TVM runtime wheels for {wheel_platform}; check the network "
-                f"(or a pip index/proxy setting) and retry: {' '.join(cmd[2:])}"
+                f"(or a pip index/proxy setting) and retry: pip {' '.join(args)}"
             )
         wanted = {"libtvm_runtime.so", "libtvm_runtime_cuda.so", "libtvm_ffi.so"}
         for wheel in Path(wheels).glob("*.whl"):
@@ -203,10 +204,12 @@ def build_native(target: Target) -> NativeBuild:
     include = _ffi_include()
     sources = _native_dir()
     key = hashlib.sha256()
-    for part in (cxx, target.arch, target.os, str(libs.dir), str(include), *_CXXFLAGS):
+    for part in (cxx, target.arch, target.os, str(include), *_CXXFLAGS):
         key.update(part.encode() + b"\0")
     for name in _NATIVE_SOURCES:
         key.update((sources / name).read_bytes())
+    for lib in libs.files.values():  # Android libs live in a user folder and may be rebuilt
+        key.update(sha256_file(lib).encode())
     out = cache_dir("native", key.hexdigest()[:32])
     result = NativeBuild(out / "lib" / "libedgert.so", out / "bin" / "edgert-run", out / "include" / "edgert.h")
     if not all(p.is_file() for p in (result.libedgert, result.runner, result.header)):
@@ -227,15 +230,15 @@ def _compile(cxx: str, sources: Path, include: Path, libs: RuntimeLibs, out: Pat
         # since loading it is what registers the VM and the .so module loader.
         "-Wl,--no-as-needed", "-ltvm_runtime", "-ltvm_ffi", "-Wl,--as-needed", "-ldl",
         "-Wl,-rpath,$ORIGIN",
-    ])  # fmt: skip
+    ])
     _run_cxx(target, [
         cxx, *_CXXFLAGS, str(sources / "edgert_run.cc"), "-o", str(runner),
         f"-L{lib.parent}", "-ledgert", f"-Wl,-rpath-link,{libs.dir}", "-Wl,-rpath,$ORIGIN/../lib",
-    ])  # fmt: skip
+    ])
 
 
 def _run_cxx(target: Target, cmd: list[str]) -> None:
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
     if proc.returncode != 0:
         lines = proc.stderr.splitlines()
         errors = [ln for ln in lines if "error" in ln.lower()] or lines

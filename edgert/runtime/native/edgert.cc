@@ -683,7 +683,7 @@ struct edgert_model {
   // before the library whose code it runs.
   std::optional<ffi::Module> library;
   std::optional<ffi::Module> vm;
-  ffi::Function main;
+  ffi::Function entry;  // the model's "main"
   std::vector<ffi::Tensor> inputs;
   std::vector<bool> input_set;
   std::vector<ffi::Tensor> outputs;
@@ -698,7 +698,7 @@ struct edgert_model {
     ffi::Function init = RequireFunction(*vm, "vm_initialization");
     if (cuda) init(int(kDLCUDA), 0, 2, int(kDLCPU), 0, 2);
     else init(int(kDLCPU), 0, 2);
-    main = RequireFunction(*vm, "main");
+    entry = RequireFunction(*vm, "main");
     DLDevice device{cuda ? kDLCUDA : kDLCPU, 0};
     for (const TensorSpec& spec : manifest.inputs) inputs.push_back(AllocTensor(spec, device));
     input_set.assign(inputs.size(), false);
@@ -713,7 +713,7 @@ struct edgert_model {
       args.emplace_back(inputs[i]);
     }
     ffi::Any result;
-    main.CallPacked(args.data(), static_cast<int32_t>(args.size()), &result);
+    entry.CallPacked(args.data(), static_cast<int32_t>(args.size()), &result);
     std::vector<ffi::Tensor> got;
     Flatten(result, &got);
     if (got.size() != manifest.outputs.size())
