@@ -142,3 +142,18 @@ def test_external_data_and_tar_gz(data_dir, tmp_path, monkeypatch):
     assert out.is_file() and not (tmp_path / "ext.dir").exists()
     r = cli("run", out, "--check")
     assert r.exit_code == 0, r.output
+
+
+@pytest.mark.skipif(not shutil.which("nvcc"), reason="nvcc (CUDA toolkit) is not installed on this machine")
+def test_jetson_bundle_holds_sm87_machine_code(data_dir, tmp_path):
+    from edgert.bundle import Bundle
+    from edgert.compiler.cuda import cuda_elf_arches
+    from edgert.compiler.toolchain import elf_machine
+
+    out = tmp_path / "j.edgert"
+    r = cli("compile", data_dir / "convnet_tiny.onnx", "--target", "jetson-orin-nano", "-o", out)
+    assert r.exit_code == 0, r.output
+    b = Bundle.open(out)
+    assert cuda_elf_arches(b.path / "lib" / "model.so") == ["sm_87"]
+    assert elf_machine(b.path / "lib" / "libtvm_runtime_cuda.so") == "aarch64"
+    assert b.manifest["runtime"]["device"] == "cuda" and b.manifest["versions"]["cuda"][0].isdigit()

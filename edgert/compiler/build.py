@@ -88,10 +88,11 @@ def compile(
 
     cxx = toolchain.find_cxx(tgt)
     libs = toolchain.runtime_libs(tgt)
+    cuda_version = None
     if tgt.is_cuda:
         from edgert.compiler import cuda
 
-        cuda.require_nvcc(tgt)
+        cuda_version = cuda.nvcc_version(cuda.require_nvcc(tgt))
 
     log(f"[edgert] reference outputs ({model.format})")
     golden_in = model.random_inputs(options.golden_seed)
@@ -130,6 +131,9 @@ def compile(
             np.save(tmp / rel, np.ascontiguousarray(arr))
             golden_outputs.append(rel)
         manifest = _manifest(model, tgt, options, outputs, golden_inputs, golden_outputs, compile_s)
+        if cuda_version:
+            # The device needs a CUDA driver/runtime at least this new to load the kernels.
+            manifest["versions"]["cuda"] = cuda_version
         manifest["files"] = {
             str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()
         }

@@ -60,6 +60,16 @@ def require_nvcc(target: Target) -> str:
     return found
 
 
+def nvcc_version(nvcc: str) -> str:
+    """'13.0' from `nvcc --version`: the CUDA runtime the device needs (recorded in the manifest)."""
+    import re
+    import subprocess
+
+    out = subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout
+    m = re.search(r"release (\d+\.\d+)", out)
+    return m.group(1) if m else "unknown"
+
+
 def build_cuda(mod, target: Target):
     """Compile a Relax module for a CUDA target; the result exports with sm_XX fatbins only."""
     nvcc = require_nvcc(target)

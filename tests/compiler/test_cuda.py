@@ -3,7 +3,6 @@ import dataclasses
 import shutil
 import struct
 
-import numpy as np
 import pytest
 
 from edgert.compiler import cuda
@@ -11,44 +10,6 @@ from edgert.compiler.targets import load_target
 from edgert.errors import ToolchainError
 
 pytestmark = pytest.mark.cuda
-
-
-def _convnet():
-    """Conv+BN+Relu+MaxPool+GlobalAveragePool+Gemm on a 1x3x32x32 input."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    inits = []
-
-    def init(name, *shape, positive=False):
-        arr = rng.random(shape) + 0.5 if positive else rng.standard_normal(shape) * 0.1
-        inits.append(numpy_helper.from_array(arr.astype(np.float32), name))
-        return name
-
-    nodes = [
-        helper.make_node("Conv", ["x", init("w1", 16, 3, 3, 3), init("b1", 16)], ["c1"], pads=[1, 1, 1, 1]),
-        helper.make_node(
-            "BatchNormalization",
-            ["c1", init("g", 16, positive=True), init("be", 16), init("mu", 16), init("var", 16, positive=True)],
-            ["bn"],
-        ),
-        helper.make_node("Relu", ["bn"], ["r1"]),
-        helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2]),
-        helper.make_node("GlobalAveragePool", ["p1"], ["gap"]),
-        helper.make_node("Flatten", ["gap"], ["f"]),
-        helper.make_node("Gemm", ["f", init("wf", 10, 16), init("bf", 10)], ["y"], transB=1),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "convnet",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    onnx.checker.check_model(model)
-    return model
 
 
 def _cuda_module_formats(lib: bytes) -> list[bytes]:
@@ -65,12 +26,13 @@ def _cuda_module_formats(lib: bytes) -> list[bytes]:
 
 
 @pytest.mark.skipif(not shutil.which("nvcc"), reason="nvcc (CUDA toolkit) is not installed")
-def test_jetson_library_holds_sm87_machine_code(tmp_path):
+def test_jetson_library_holds_sm87_machine_code(tmp_path, data_dir):
+    import onnx
     import tvm_ffi
     from tvm.relax.frontend.onnx import from_onnx
 
     target = load_target("jetson-orin-nano")
-    mod = from_onnx(_convnet(), keep_params_in_input=False)
+    mod = from_onnx(onnx.load(data_dir / "convnet_tiny.onnx"), keep_params_in_input=False)
     callback = tvm_ffi.get_global_func("tvm_callback_cuda_compile", allow_missing=True)
 
     exe = cuda.build_cuda(mod, target)
