@@ -7,9 +7,9 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from edgert.errors import EdgertError  # noqa: E402
+from edgert.errors import EdgertError
 
-__all__ = ["EdgertError", "load", "compile", "Bundle", "Model", "__version__"]
+__all__ = ["Bundle", "EdgertError", "Model", "__version__", "compile", "load"]
 
 
 def __getattr__(name: str):

@@ -30,7 +30,7 @@ class Bundle:
 
     # -- opening -----------------------------------------------------------
     @classmethod
-    def open(cls, path: str | Path, verify: bool = True) -> "Bundle":
+    def open(cls, path: str | Path, verify: bool = True) -> Bundle:
         """Open a bundle directory or ``.tar.gz``; verifies every file's hash."""
         path = Path(path)
         if not path.exists():
@@ -107,11 +107,11 @@ class Bundle:
 
     def golden_inputs(self) -> dict[str, np.ndarray]:
         g = self.manifest["golden"]
-        return {spec.name: np.load(self.path / rel) for spec, rel in zip(self.inputs, g["inputs"])}
+        return {spec.name: np.load(self.path / rel) for spec, rel in zip(self.inputs, g["inputs"], strict=True)}
 
     def golden_outputs(self) -> dict[str, np.ndarray]:
         g = self.manifest["golden"]
-        return {spec.name: np.load(self.path / rel) for spec, rel in zip(self.outputs, g["outputs"])}
+        return {spec.name: np.load(self.path / rel) for spec, rel in zip(self.outputs, g["outputs"], strict=True)}
 
     def sizes(self) -> dict[str, int]:
         """Bytes per bundle file, manifest included."""
@@ -137,8 +137,9 @@ class Bundle:
     # -- packing -----------------------------------------------------------
     def pack(self, out: str | Path) -> Path:
         """Write the bundle as a .tar.gz (atomically)."""
-        from edgert.fsutil import atomic_write_bytes
         import io
+
+        from edgert.fsutil import atomic_write_bytes
 
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w:gz") as tar:

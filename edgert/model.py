@@ -15,7 +15,6 @@ import numpy as np
 
 from edgert.errors import (
     DynamicShapeError,
-    EdgertError,
     MissingDependencyError,
     ModelError,
     UnsupportedOperatorError,
@@ -42,7 +41,7 @@ class TensorSpec:
         return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
 
     @staticmethod
-    def from_json(d: dict[str, Any]) -> "TensorSpec":
+    def from_json(d: dict[str, Any]) -> TensorSpec:
         return TensorSpec(d["name"], tuple(int(x) for x in d["shape"]), d["dtype"])
 
     def nbytes(self) -> int:
@@ -304,7 +303,9 @@ def check_operators(proto) -> None:
         by_op: dict[str, list[str]] = {}
         for op, node in bad:
             by_op.setdefault(op, []).append(node)
-        listed = "; ".join(f"{op} (nodes: {', '.join(nodes[:5])}{', ...' if len(nodes) > 5 else ''})" for op, nodes in sorted(by_op.items()))
+        listed = "; ".join(
+            f"{op} (nodes: {', '.join(nodes[:5])}{', ...' if len(nodes) > 5 else ''})" for op, nodes in sorted(by_op.items())
+        )
         raise UnsupportedOperatorError(
             f"{len(by_op)} unsupported operator(s): {listed}; re-export the model without them (another opset, or simplify it with onnxsim)"
         )

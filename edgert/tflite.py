@@ -144,7 +144,7 @@ def _pin(name: str, sig: tuple[int, ...], shape: tuple[int, ...] | None) -> tupl
     given = "x".join(map(str, shape))
     if len(shape) != len(sig):
         raise ModelError(f"--input-shape gives {len(shape)} dims for '{name}' but the model declares {len(sig)}")
-    for i, (d, s) in enumerate(zip(sig, shape)):
+    for i, (d, s) in enumerate(zip(sig, shape, strict=True)):
         if d >= 0 and d != s:
             raise ModelError(f"--input-shape {name}={given} conflicts with the model's fixed dimension {i} = {d}")
     return tuple(shape)

@@ -6,10 +6,11 @@ import json
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -97,7 +98,7 @@ def compile(
     log(f"[edgert] reference outputs ({model.format})")
     golden_in = model.random_inputs(options.golden_seed)
     golden_out = model.reference_run(golden_in)
-    outputs = [TensorSpec(s.name, tuple(o.shape), str(o.dtype)) for s, o in zip(model.outputs, golden_out)]
+    outputs = [TensorSpec(s.name, tuple(o.shape), str(o.dtype)) for s, o in zip(model.outputs, golden_out, strict=True)]
 
     log(f"[edgert] compiling for {tgt.name} ({tgt.arch}, {tgt.device}) with TVM")
     t0 = time.perf_counter()
@@ -151,7 +152,7 @@ def compile(
 
 def _build(model: Model, tgt: Target):
     """Import into Relax and compile; TVM's errors become one-line CompileErrors."""
-    import tvm  # noqa: F401  (fail early with a clean message if missing)
+    import tvm
 
     try:
         if model.format == "tflite":
@@ -197,7 +198,7 @@ def _manifest(model, tgt, options, outputs, golden_inputs, golden_outputs, compi
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "name": model.name,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "target": tgt.to_json(),
         "inputs": inputs,
         "outputs": [o.to_json() for o in outputs],

@@ -5,7 +5,7 @@ import copy
 import os
 import platform
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any

@@ -48,7 +48,7 @@ def run_in_process(bundle: Bundle, feeds: dict[str, np.ndarray]) -> dict[str, np
     args = [tvm.runtime.tensor(feeds[s.name], dev) for s in bundle.inputs]
     result = vm["main"](*args)
     outs = list(result) if not hasattr(result, "numpy") else [result]
-    return {s.name: o.numpy() for s, o in zip(bundle.outputs, outs)}
+    return {s.name: o.numpy() for s, o in zip(bundle.outputs, outs, strict=True)}
 
 
 def run_on_device(

@@ -1,27 +1,14 @@
-"""A hand-made bundle (one conv + relu) for testing the native runtime on its own.
-
-Kept minimal on purpose: the real bundle writer lives in edgert.compiler.build.
-"""
+"""A tiny two-output model (one conv + relu), compiled once per target for the native-runtime tests."""
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from edgert.compiler.targets import Target, load_target
-from edgert.fsutil import sha256_file
-
-TARGETS = Path(__file__).resolve().parents[2] / "targets"
 IN_SHAPE, OUT_SHAPE = (1, 3, 8, 8), (1, 4, 8, 8)
 # Two outputs, so main returns a tuple; the "/" exercises file-name sanitising.
 OUTPUTS = ("conv/out", "relu")
-
-
-def target(name: str) -> Target:
-    return load_target(TARGETS / f"{name}.toml")
 
 
 def _onnx_model():
@@ -43,59 +30,20 @@ def _onnx_model():
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def _spec(name: str, shape) -> dict:
-    return {"name": name, "shape": list(shape), "dtype": "float32"}
-
-
-def build_bundle(tgt: Target, dest: Path) -> Path:
-    import onnxruntime as ort
-    import tvm
-    from tvm.relax.frontend.onnx import from_onnx
-
-    from edgert.compiler import toolchain
-
-    model = _onnx_model()
-    for sub in ("lib", "bin", "include", "golden"):
-        (dest / sub).mkdir(parents=True)
-    executable = tvm.compile(from_onnx(model, keep_params_in_input=False), target=tgt.tvm_target())
-    executable.export_library(str(dest / "lib" / "model.so"), cc=toolchain.find_cxx(tgt))
-    for rel, src in toolchain.runtime_libs(tgt).files.items():
-        shutil.copy2(src, dest / rel)
-    native = toolchain.build_native(tgt)
-    shutil.copy2(native.libedgert, dest / "lib" / "libedgert.so")
-    shutil.copy2(native.runner, dest / "bin" / "edgert-run")
-    shutil.copy2(native.header, dest / "include" / "edgert.h")
-
-    x = np.random.default_rng(1).standard_normal(IN_SHAPE).astype(np.float32)
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    np.save(dest / "golden" / "input_0.npy", x)
-    for i, ref in enumerate(session.run(list(OUTPUTS), {"input": x})):
-        np.save(dest / "golden" / f"output_{i}.npy", ref)
-
-    manifest = {
-        "format": "edgert-bundle",
-        "format_version": 1,
-        "target": {"name": tgt.name, "arch": tgt.arch, "os": tgt.os, "device": tgt.device},
-        "inputs": [_spec("input", IN_SHAPE)],
-        "outputs": [_spec(n, OUT_SHAPE) for n in OUTPUTS],
-        "golden": {
-            "inputs": ["golden/input_0.npy"],
-            "outputs": [f"golden/output_{i}.npy" for i in range(len(OUTPUTS))],
-        },
-        "files": {str(p.relative_to(dest)): sha256_file(p) for p in sorted(dest.rglob("*")) if p.is_file()},
-    }
-    (dest / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    return dest
-
-
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory):
     """tiny_bundle(target_name) -> bundle dir, built once per session; copy it before changing it."""
+    import onnx
+
+    import edgert
+
+    root = tmp_path_factory.mktemp("tiny")
+    onnx.save(_onnx_model(), root / "tiny.onnx")
     built: dict[str, Path] = {}
 
     def get(name: str) -> Path:
         if name not in built:
-            built[name] = build_bundle(target(name), tmp_path_factory.mktemp(f"bundle-{name}"))
+            built[name] = edgert.compile(root / "tiny.onnx", target=name, output=root / f"tiny.{name}.edgert").path
         return built[name]
 
     return get
