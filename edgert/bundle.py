@@ -72,6 +72,12 @@ class Bundle:
                 bad.append(f"{rel} (missing)")
             elif sha256_file(p) != digest:
                 bad.append(f"{rel} (modified)")
+        # A stray library in lib/ could be picked up through the runner's $ORIGIN search path.
+        listed = {(root / rel).resolve() for rel in files}
+        for sub in ("lib", "bin"):
+            for p in sorted((root / sub).glob("*")):
+                if p.resolve() not in listed:
+                    bad.append(f"{p.relative_to(root)} (not in the manifest)")
         if bad:
             raise BundleIntegrityError(
                 f"bundle {self.path} failed its integrity check: {', '.join(bad)}; "

@@ -77,9 +77,8 @@ class Model:
             elif dt.kind == "b":
                 feeds[spec.name] = rng.integers(0, 2, spec.shape).astype(dt)
             else:
-                info = np.iinfo(dt)
-                lo, hi = max(info.min, -128), min(info.max, 127)
-                feeds[spec.name] = rng.integers(lo, hi + 1, spec.shape).astype(dt)
+                # Small non-negative values: integer inputs are usually ids or indices.
+                feeds[spec.name] = rng.integers(0, 16, spec.shape).astype(dt)
         return feeds
 
     def save(self, path: str | Path) -> None:

@@ -86,3 +86,9 @@ def test_unsafe_archive_entries_refused(tmp_path, monkeypatch, name):
     with pytest.raises(BundleError, match="unsafe entry"):
         Bundle.open(archive)
     assert not (tmp_path / "evil").exists()
+
+
+def test_unlisted_library_refused(host_bundle):
+    (host_bundle.path / "lib" / "libevil.so").write_bytes(b"\x7fELF")
+    with pytest.raises(BundleIntegrityError, match=r"lib/libevil.so \(not in the manifest\)"):
+        Bundle.open(host_bundle.path)

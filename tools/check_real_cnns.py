@@ -39,6 +39,10 @@ failures, the ONNX operator being converted.
 input=1x3x224x224 -o OUT`` then ``python -m edgert.cli run OUT --device D
 --check`` for (host, local) and (generic-aarch64, qemu).
 
+``--fold-shapes`` applies ``fold_static_shapes`` (the proposed workaround:
+fold Shape/Gather/arithmetic on static shapes into initializers, onnx only)
+after pinning the batch and before import.
+
 ``--json FILE`` also writes all results as JSON.
 """
 
@@ -96,6 +100,82 @@ def pin_symbolic_dims(model, value: int = 1):
     return names
 
 
+def fold_static_shapes(model, max_elems: int = 1 << 16):
+    """Shape(x) with x statically shaped -> constant; then any node whose inputs
+    are all small constants -> initializer; repeat (re-running shape inference)
+    until nothing changes. Call after pinning the batch dim.
+
+    Works around TVM 0.27's ONNX frontend failing on shape arithmetic such as
+    torchvision's channel_shuffle (shufflenet_v2): Gather(Shape(x), [1]) with
+    a 1-D index is not folded, so Slice ends become runtime values, the next
+    Shape yields an opaque R.Shape(ndim=4) and Gather on it raises
+    "shape_of expects a tensor input".
+    """
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper, shape_inference
+    from onnx.reference import ReferenceEvaluator
+
+    while True:
+        n_before = len(model.graph.node)
+        model = _fold_once(model, max_elems)
+        if len(model.graph.node) == n_before:
+            return model
+
+
+def _fold_once(model, max_elems):
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper, shape_inference
+    from onnx.reference import ReferenceEvaluator
+
+    model = shape_inference.infer_shapes(model, data_prop=True)
+    g = model.graph
+    shapes = {}
+    for vi in list(g.input) + list(g.value_info) + list(g.output):
+        t = vi.type.tensor_type
+        if t.HasField("shape"):
+            dims = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
+            if None not in dims:
+                shapes[vi.name] = dims
+    consts = {}
+    for init in g.initializer:
+        shapes[init.name] = list(init.dims)
+        if int(np.prod(init.dims)) <= max_elems:
+            consts[init.name] = numpy_helper.to_array(init)
+    keep, folded = [], []
+    for n in g.node:
+        out = None
+        if n.op_type == "Shape" and n.input[0] in shapes:
+            a = {x.name: onnx.helper.get_attribute_value(x) for x in n.attribute}
+            out = [np.array(shapes[n.input[0]], np.int64)[a.get("start", 0):a.get("end")]]
+        elif (n.domain in ("", "ai.onnx") and n.op_type not in ("Identity",)
+              and all(i == "" or i in consts for i in n.input)):
+            feeds = {i: consts[i] for i in n.input if i}
+            out = ReferenceEvaluator(n).run(None, feeds)
+            if any(o.size > max_elems for o in out):
+                out = None
+        if out is None:
+            keep.append(n)
+            continue
+        for name, val in zip(n.output, out):
+            val = np.asarray(val)
+            consts[name] = val
+            shapes[name] = list(val.shape)
+            folded.append(numpy_helper.from_array(val, name))
+    graph_outputs = {o.name for o in g.output}
+    assert not graph_outputs & {t.name for t in folded}, "a graph output became constant"
+    del g.node[:]
+    g.node.extend(keep)
+    g.initializer.extend(folded)
+    used = {i for n in g.node for i in n.input} | graph_outputs
+    live = [i for i in g.initializer if i.name in used]
+    del g.initializer[:]
+    g.initializer.extend(live)
+    del g.value_info[:]
+    return model
+
+
 def _elf_machine(path: str) -> int:
     with open(path, "rb") as f:
         head = f.read(20)
@@ -104,7 +184,7 @@ def _elf_machine(path: str) -> int:
     return int.from_bytes(head[18:20], "little")
 
 
-def check_one(path: str, runs: int, do_aarch64: bool) -> dict:
+def check_one(path: str, runs: int, do_aarch64: bool, fold: bool = False) -> dict:
     import numpy as np
     import onnx
     import onnxruntime as ort
@@ -151,6 +231,12 @@ def check_one(path: str, runs: int, do_aarch64: bool) -> dict:
     del sess
 
     res["pinned_dims"] = sorted(pin_symbolic_dims(model, 1))
+    if fold:
+        t0 = time.perf_counter()
+        n0 = len(model.graph.node)
+        model = fold_static_shapes(model)
+        res["fold_s"] = time.perf_counter() - t0
+        res["folded_nodes"] = n0 - len(model.graph.node)
 
     try:
         t0 = time.perf_counter()
@@ -216,9 +302,9 @@ def check_one(path: str, runs: int, do_aarch64: bool) -> dict:
     return res
 
 
-def child_main(path: str, out_json: str, runs: int, do_aarch64: bool) -> int:
+def child_main(path: str, out_json: str, runs: int, do_aarch64: bool, fold: bool) -> int:
     try:
-        res = check_one(path, runs, do_aarch64)
+        res = check_one(path, runs, do_aarch64, fold)
     except Exception as e:  # noqa: BLE001 - harness problem, still report
         res = {"model": os.path.splitext(os.path.basename(path))[0], "export": True,
                "failed_stage": "harness", "error": _first_line(e),
@@ -322,13 +408,16 @@ def main(argv=None) -> int:
     ap.add_argument("--no-aarch64", action="store_true")
     ap.add_argument("--via-cli", action="store_true",
                     help="drive `edgert compile`/`edgert run --check` instead")
+    ap.add_argument("--fold-shapes", action="store_true",
+                    help="fold static shape arithmetic (fold_static_shapes) before import")
     ap.add_argument("--json", help="also write all results to this file")
     ap.add_argument("--child", nargs=2, metavar=("MODEL", "OUT_JSON"),
                     help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
     if args.child:
-        return child_main(args.child[0], args.child[1], args.runs, not args.no_aarch64)
+        return child_main(args.child[0], args.child[1], args.runs, not args.no_aarch64,
+                          args.fold_shapes)
     if not args.model_dir:
         ap.error("MODEL_DIR is required")
 
@@ -351,7 +440,8 @@ def main(argv=None) -> int:
             with tempfile.TemporaryDirectory() as d:
                 out_json = os.path.join(d, "r.json")
                 cmd = [sys.executable, os.path.abspath(__file__), "--child", path, out_json,
-                       "--runs", str(args.runs)] + (["--no-aarch64"] if args.no_aarch64 else [])
+                       "--runs", str(args.runs)] + (["--no-aarch64"] if args.no_aarch64 else []) \
+                    + (["--fold-shapes"] if args.fold_shapes else [])
                 t0 = time.perf_counter()
                 try:
                     p = subprocess.run(cmd, capture_output=True, text=True,
