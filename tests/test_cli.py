@@ -10,6 +10,10 @@ from click.testing import CliRunner
 from edgert.cli import main
 
 
+# A hand-built conv net, MobileNetV2-, ResNet- and ShuffleNetV2-style graphs, and a TFLite model.
+MODELS = ["convnet_tiny.onnx", "mobilenetv2_mini.onnx", "resnet_mini.onnx", "shufflenet_mini.onnx", "convnet_tiny.tflite"]
+
+
 def cli(*args: str):
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
@@ -37,7 +41,7 @@ def test_unknown_target_one_line(data_dir, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-@pytest.mark.parametrize("model", ["convnet_tiny.onnx", "mobilenetv2_mini.onnx", "resnet_mini.onnx", "convnet_tiny.tflite"])
+@pytest.mark.parametrize("model", MODELS)
 def test_compile_host_run_local_check(model, data_dir, tmp_path):
     out = tmp_path / "b.edgert"
     r = cli("compile", data_dir / model, "--target", "host", "-o", out)
@@ -50,7 +54,7 @@ def test_compile_host_run_local_check(model, data_dir, tmp_path):
 
 
 @pytest.mark.qemu
-@pytest.mark.parametrize("model", ["convnet_tiny.onnx", "mobilenetv2_mini.onnx", "resnet_mini.onnx", "convnet_tiny.tflite"])
+@pytest.mark.parametrize("model", MODELS)
 def test_compile_aarch64_run_qemu_check(model, data_dir, tmp_path, qemu):
     out = tmp_path / "b.edgert"
     r = cli("compile", data_dir / model, "--target", "generic-aarch64", "-o", out)

@@ -157,6 +157,52 @@ def resnet_mini() -> onnx.ModelProto:
     return g.model("resnet_mini", [1, 3, 64, 64], [1, 10])
 
 
+def shufflenet_mini() -> onnx.ModelProto:
+    """ShuffleNetV2-style block with the shape arithmetic torch.onnx emits for chunk and channel_shuffle.
+
+    Shape -> Gather (1-D index) -> Add/Div/Mul feeds Slice ends, and Shape -> Gather -> Div -> Cast ->
+    Unsqueeze -> Concat feeds Reshape: TVM 0.27's ONNX frontend fails on this unless edgert folds it.
+    """
+    g = Graph(seed=5)
+
+    def iconst(name: str, value: int, vector: bool = True) -> str:
+        g.inits.append(numpy_helper.from_array(np.array([value] if vector else value, np.int64), name))
+        g.m2[name] = 0.0  # shape arithmetic, not an activation
+        return name
+
+    c = 16
+    x = g.op("Relu", "stem.relu", [g.bn(g.conv("input", "stem.conv", 3, c, 3, stride=2), "stem.bn", c)])
+    # x1, x2 = x.chunk(2, dim=1)
+    shape = g.op("Shape", "chunk.shape", [x])
+    chans = g.op("Gather", "chunk.gather", [shape, iconst("idx1", 1)], axis=0)
+    half = g.op("Div", "chunk.div", [g.op("Add", "chunk.add", [chans, iconst("one", 1)]), iconst("two", 2)])
+    end1 = g.op("Mul", "chunk.mul1", [half, iconst("one_b", 1)])
+    end2 = g.op("Mul", "chunk.mul2", [half, iconst("two_b", 2)])
+    x1 = g.op("Slice", "chunk.slice1", [x, iconst("zero", 0), end1, "idx1"])
+    x2 = g.op("Slice", "chunk.slice2", [x, end1, end2, "idx1"])
+    h = c // 2
+    b = g.op("Relu", "branch.relu1", [g.bn(g.conv(x2, "branch.pw1", h, h, 1), "branch.bn1", h)])
+    b = g.bn(g.conv(b, "branch.dw", h, h, 3, group=h), "branch.bn2", h)
+    b = g.op("Relu", "branch.relu2", [g.bn(g.conv(b, "branch.pw2", h, h, 1), "branch.bn3", h)])
+    cat = g.op("Concat", "concat", [x1, b], axis=1)
+    g.m2[cat] = 1.0
+    # channel_shuffle(cat, groups=2): view(b, 2, c/2, h, w).transpose(1, 2).reshape(b, -1, h, w)
+    dims = [g.op("Gather", f"shuffle.gather{i}", [g.op("Shape", f"shuffle.shape{i}", [cat]), iconst(f"i{i}", i, vector=False)], axis=0)
+            for i in range(4)]
+    per_group = g.op("Cast", "shuffle.cast", [g.op("Div", "shuffle.div", [dims[1], iconst("groups", 2, vector=False)])], to=7)
+    axes = iconst("axes0", 0)
+    unsq = [g.op("Unsqueeze", f"shuffle.unsq{i}", [d, axes]) for i, d in enumerate([dims[0], per_group, dims[2], dims[3]])]
+    shape5 = g.op("Concat", "shuffle.shape5", [unsq[0], iconst("groups_vec", 2), *unsq[1:]], axis=0)
+    r = g.op("Reshape", "shuffle.reshape1", [cat, shape5])
+    t = g.op("Transpose", "shuffle.transpose", [r], perm=[0, 2, 1, 3, 4])
+    shape4 = g.op("Concat", "shuffle.shape4", [unsq[0], iconst("minus1", -1), unsq[2], unsq[3]], axis=0)
+    x = g.op("Reshape", "shuffle.reshape2", [t, shape4])
+    for name in (r, t, x):
+        g.m2[name] = 1.0
+    g.head(x, c)
+    return g.model("shufflenet_mini", [1, 3, 32, 32], [1, 10])
+
+
 def unsupported_ops() -> onnx.ModelProto:
     # Celu and LpNormalization run in onnxruntime but TVM's Relax ONNX frontend has no converter.
     g = Graph(seed=4)
@@ -184,6 +230,7 @@ def write_onnx(out_dir: Path) -> list[Path]:
         ("convnet_tiny", convnet_tiny()),
         ("mobilenetv2_mini", mobilenetv2_mini()),
         ("resnet_mini", resnet_mini()),
+        ("shufflenet_mini", shufflenet_mini()),
         ("convnet_dynbatch", convnet_tiny("convnet_dynbatch", batch="batch")),
         ("unsupported_ops", unsupported_ops()),
     ]:

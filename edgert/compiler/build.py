@@ -162,8 +162,10 @@ def _build(model: Model, tgt: Target):
         else:
             from tvm.relax.frontend.onnx import from_onnx
 
+            from edgert.compress.graph import fold_static_shapes
+
             mod = from_onnx(
-                model.proto,
+                fold_static_shapes(model.proto),
                 shape_dict={s.name: list(s.shape) for s in model.inputs},
                 dtype_dict={s.name: s.dtype for s in model.inputs},
                 keep_params_in_input=False,

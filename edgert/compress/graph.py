@@ -1,0 +1,87 @@
+"""ONNX graph utilities shared by the passes and the compiler."""
+from __future__ import annotations
+
+import numpy as np
+
+# Constant subgraphs larger than this stay as computed at run time (weights are not duplicated).
+_MAX_FOLD_ELEMS = 1 << 16
+_NEVER_FOLD = ("Identity", "If", "Loop", "Scan")
+
+
+def fold_static_shapes(proto, max_elems: int = _MAX_FOLD_ELEMS):
+    """Return a copy of ``proto`` with shape arithmetic on static shapes folded into initializers.
+
+    ``Shape(x)`` for statically shaped ``x`` becomes a constant, then every node
+    whose inputs are all small constants is evaluated (ONNX reference
+    evaluator), repeated until nothing changes. Call it after the inputs are
+    pinned. TVM 0.27's ONNX frontend needs this for exporter-generated shape
+    code such as torchvision's channel shuffle (Gather on a runtime Shape fails
+    with "shape_of expects a tensor input").
+    """
+    import onnx
+
+    model = onnx.ModelProto()
+    model.CopyFrom(proto)
+    while True:
+        before = len(model.graph.node)
+        model = _fold_once(model, max_elems)
+        if len(model.graph.node) == before:
+            return model
+
+
+def _fold_once(model, max_elems: int):
+    import onnx
+    from onnx import numpy_helper, shape_inference
+    from onnx.reference import ReferenceEvaluator
+
+    model = shape_inference.infer_shapes(model, data_prop=True)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 17)
+    g = model.graph
+    shapes: dict[str, list[int]] = {}
+    for vi in [*g.input, *g.value_info, *g.output]:
+        tt = vi.type.tensor_type
+        if tt.HasField("shape") and all(d.HasField("dim_value") for d in tt.shape.dim):
+            shapes[vi.name] = [d.dim_value for d in tt.shape.dim]
+    consts: dict[str, np.ndarray] = {}
+    for init in g.initializer:
+        shapes[init.name] = list(init.dims)
+        if int(np.prod(init.dims)) <= max_elems:
+            consts[init.name] = numpy_helper.to_array(init)
+    graph_outputs = {o.name for o in g.output}
+    keep, folded = [], []
+    for node in g.node:
+        out = None
+        if graph_outputs.intersection(node.output):
+            pass  # graph outputs stay computed
+        elif node.op_type == "Shape" and node.domain in ("", "ai.onnx") and node.input[0] in shapes:
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            out = [np.array(shapes[node.input[0]], np.int64)[attrs.get("start", 0) : attrs.get("end")]]
+        elif (
+            node.domain in ("", "ai.onnx")
+            and node.op_type not in _NEVER_FOLD
+            and not node.op_type.startswith("Random")
+            and all(i == "" or i in consts for i in node.input)
+        ):
+            try:
+                out = ReferenceEvaluator(node, opsets={"": opset}).run(None, {i: consts[i] for i in node.input if i})
+            except Exception:  # noqa: BLE001 - a node the evaluator cannot run is simply left in place
+                out = None
+            if out is not None and any(np.asarray(o).size > max_elems for o in out):
+                out = None
+        if out is None:
+            keep.append(node)
+            continue
+        for name, value in zip(node.output, out, strict=True):
+            value = np.asarray(value)
+            consts[name] = value
+            shapes[name] = list(value.shape)
+            folded.append(numpy_helper.from_array(value, name))
+    del g.node[:]
+    g.node.extend(keep)
+    g.initializer.extend(folded)
+    used = {i for n in g.node for i in n.input} | graph_outputs
+    live = [t for t in g.initializer if t.name in used]
+    del g.initializer[:]
+    g.initializer.extend(live)
+    del g.value_info[:]
+    return model
