@@ -39,9 +39,19 @@ import time
 import traceback
 
 DEFAULT_ARCHS = [
-    "resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small",
-    "efficientnet_b0", "squeezenet1_1", "shufflenet_v2_x1_0", "densenet121",
-    "googlenet", "regnet_y_400mf", "mnasnet0_5", "convnext_tiny", "vgg11",
+    "resnet18",
+    "resnet50",
+    "mobilenet_v2",
+    "mobilenet_v3_small",
+    "efficientnet_b0",
+    "squeezenet1_1",
+    "shufflenet_v2_x1_0",
+    "densenet121",
+    "googlenet",
+    "regnet_y_400mf",
+    "mnasnet0_5",
+    "convnext_tiny",
+    "vgg11",
 ]
 
 OPSET = 17
@@ -94,20 +104,30 @@ def export_one(arch: str, out_dir: str, bn_steps: int = 0) -> str:
     with torch.no_grad():
         try:
             torch.onnx.export(
-                model, (x,), tmp, input_names=["input"], output_names=["output"],
-                dynamic_axes=dyn, opset_version=OPSET, do_constant_folding=True,
+                model,
+                (x,),
+                tmp,
+                input_names=["input"],
+                output_names=["output"],
+                dynamic_axes=dyn,
+                opset_version=OPSET,
+                do_constant_folding=True,
                 dynamo=False,
             )
             how = "torchscript"
         except Exception as e:  # noqa: BLE001 - report and try dynamo
-            print(f"  {arch}: legacy exporter failed: "
-                  f"{str(e).splitlines()[0] if str(e) else type(e).__name__}; "
-                  "trying dynamo", flush=True)
+            print(f"  {arch}: legacy exporter failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}; trying dynamo", flush=True)
             batch = torch.export.Dim("batch", min=1, max=1024)
             torch.onnx.export(
-                model, (x,), tmp, input_names=["input"], output_names=["output"],
-                dynamic_shapes={"x": {0: batch}}, opset_version=OPSET,
-                dynamo=True, external_data=False,
+                model,
+                (x,),
+                tmp,
+                input_names=["input"],
+                output_names=["output"],
+                dynamic_shapes={"x": {0: batch}},
+                opset_version=OPSET,
+                dynamo=True,
+                external_data=False,
             )
             how = "dynamo"
     import onnx
@@ -122,8 +142,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out_dir")
     ap.add_argument("archs", nargs="*", default=DEFAULT_ARCHS)
-    ap.add_argument("--calibrate-bn", type=int, default=0, metavar="N",
-                    help="re-estimate BatchNorm statistics from N random batches")
+    ap.add_argument("--calibrate-bn", type=int, default=0, metavar="N", help="re-estimate BatchNorm statistics from N random batches")
     args = ap.parse_args(argv)
     os.makedirs(args.out_dir, exist_ok=True)
     import torch
@@ -141,8 +160,7 @@ def main(argv=None) -> int:
                 traceback.print_exc()
             continue
         size = os.path.getsize(os.path.join(args.out_dir, f"{arch}.onnx"))
-        print(f"OK   {arch}: {how}, {size / 1e6:.1f} MB, "
-              f"{time.perf_counter() - t0:.1f} s", flush=True)
+        print(f"OK   {arch}: {how}, {size / 1e6:.1f} MB, {time.perf_counter() - t0:.1f} s", flush=True)
         ok += 1
     print(f"{ok}/{len(args.archs)} exported to {args.out_dir}")
     return 0 if ok else 1
