@@ -161,3 +161,12 @@ def test_jetson_bundle_holds_sm87_machine_code(data_dir, tmp_path):
     assert cuda_elf_arches(b.path / "lib" / "model.so") == ["sm_87"]
     assert elf_machine(b.path / "lib" / "libtvm_runtime_cuda.so") == "aarch64"
     assert b.manifest["runtime"]["device"] == "cuda" and b.manifest["versions"]["cuda"][0].isdigit()
+
+
+def test_existing_non_bundle_output_is_never_replaced(data_dir, tmp_path):
+    precious = tmp_path / "mine"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    r = cli("compile", data_dir / "convnet_tiny.onnx", "-o", precious)
+    one_line_error(r, 5, "not an edgert bundle")
+    assert (precious / "notes.txt").read_text() == "keep me"

@@ -16,7 +16,7 @@ import numpy as np
 
 from edgert.bundle import FORMAT, FORMAT_VERSION, MANIFEST, Bundle
 from edgert.compiler.targets import Target, load_target
-from edgert.errors import CompileError, EdgertError
+from edgert.errors import BundleError, CompileError, EdgertError
 from edgert.fsutil import atomic_dir, sha256_file
 from edgert.model import Model, TensorSpec, load
 
@@ -83,6 +83,7 @@ def compile(
         model = load(model, options.input_shapes)
     output = Path(output) if output else Path(f"{model.name}.{tgt.name}.edgert")
     packed = output.name.endswith((".tar.gz", ".tgz"))
+    _refuse_to_clobber(output, packed)
 
     # Toolchain problems surface before the slow TVM build.
     from edgert.compiler import toolchain
@@ -148,6 +149,17 @@ def compile(
         bundle = Bundle.open(output)
     log(f"[edgert] wrote {output}")
     return bundle
+
+
+def _refuse_to_clobber(output: Path, packed: bool) -> None:
+    """Only an earlier bundle may be replaced: never a user's folder or file."""
+    if not output.exists():
+        return
+    if packed and output.is_file():
+        return
+    if not packed and (output / MANIFEST).is_file():
+        return
+    raise BundleError(f"{output} already exists and is not an edgert bundle; choose another -o path or remove it")
 
 
 def _build(model: Model, tgt: Target):
