@@ -5,7 +5,6 @@ and compiled directly through TVM's TFLite frontend.
 """
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from edgert.errors import (
     ModelError,
     UnsupportedOperatorError,
 )
+from edgert.fsutil import atomic_write_bytes, sha256_file
 
 # Compression history lives in metadata_props under this key (JSON list).
 HISTORY_KEY = "edgert.history"
@@ -82,8 +82,6 @@ class Model:
         return feeds
 
     def save(self, path: str | Path) -> None:
-        from edgert.fsutil import atomic_write_bytes
-
         if self.format == "tflite":
             atomic_write_bytes(Path(path), self.data or b"")
             return
@@ -146,14 +144,6 @@ def load(
     return _load_onnx(path, input_shapes)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _load_onnx(path: Path, input_shapes: dict[str, tuple[int, ...]]) -> Model:
     import onnx
     from google.protobuf.message import DecodeError
@@ -205,7 +195,7 @@ def _load_onnx(path: Path, input_shapes: dict[str, tuple[int, ...]]) -> Model:
         outputs=outputs,
         name=proto.graph.name or path.stem,
         proto=proto,
-        source_sha256=_sha256(path),
+        source_sha256=sha256_file(path),
         history=history,
     )
 

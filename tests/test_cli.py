@@ -9,7 +9,6 @@ from click.testing import CliRunner
 
 from edgert.cli import main
 
-
 # A hand-built conv net, MobileNetV2-, ResNet- and ShuffleNetV2-style graphs, and a TFLite model.
 MODELS = ["convnet_tiny.onnx", "mobilenetv2_mini.onnx", "resnet_mini.onnx", "shufflenet_mini.onnx", "convnet_tiny.tflite"]
 
