@@ -95,3 +95,15 @@ def test_directory_and_missing_path(tmp_path):
         load(tmp_path)
     with pytest.raises(ModelError, match="not found"):
         load(tmp_path / "nope.onnx")
+
+
+def test_save_keeps_history_and_the_manifest_records_it(data_dir, tmp_path):
+    import edgert
+
+    model = load(data_dir / "convnet_tiny.onnx")
+    model.history.append({"pass": "example", "params": {"keep": 0.5}})
+    model.save(tmp_path / "m.onnx")
+    again = load(tmp_path / "m.onnx")
+    assert again.history == [{"pass": "example", "params": {"keep": 0.5}}]
+    bundle = edgert.compile(again, target="host", output=tmp_path / "m.edgert")
+    assert bundle.manifest["compression_history"] == again.history
