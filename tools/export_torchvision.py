@@ -92,7 +92,7 @@ def calibrate_bn(model, steps: int, batch: int = 8) -> None:
     model.eval()
 
 
-def export_one(arch: str, out_dir: str, bn_steps: int = 0) -> str:
+def export_one(arch: str, out_dir: str, bn_steps: int = 0, opset: int = OPSET) -> str:
     import torch
 
     model = build(arch)
@@ -110,7 +110,7 @@ def export_one(arch: str, out_dir: str, bn_steps: int = 0) -> str:
                 input_names=["input"],
                 output_names=["output"],
                 dynamic_axes=dyn,
-                opset_version=OPSET,
+                opset_version=opset,
                 do_constant_folding=True,
                 dynamo=False,
             )
@@ -125,7 +125,7 @@ def export_one(arch: str, out_dir: str, bn_steps: int = 0) -> str:
                 input_names=["input"],
                 output_names=["output"],
                 dynamic_shapes={"x": {0: batch}},
-                opset_version=OPSET,
+                opset_version=max(opset, 18),  # the dynamo exporter starts at 18
                 dynamo=True,
                 external_data=False,
             )
@@ -142,6 +142,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out_dir")
     ap.add_argument("archs", nargs="*", default=DEFAULT_ARCHS)
+    ap.add_argument("--opset", type=int, default=OPSET, help="ONNX opset of the legacy exporter")
     ap.add_argument("--calibrate-bn", type=int, default=0, metavar="N", help="re-estimate BatchNorm statistics from N random batches")
     args = ap.parse_args(argv)
     os.makedirs(args.out_dir, exist_ok=True)
@@ -152,7 +153,7 @@ def main(argv=None) -> int:
     for arch in args.archs:
         t0 = time.perf_counter()
         try:
-            how = export_one(arch, args.out_dir, args.calibrate_bn)
+            how = export_one(arch, args.out_dir, args.calibrate_bn, args.opset)
         except Exception as e:  # noqa: BLE001 - skip and say why
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
             print(f"SKIP {arch}: {type(e).__name__}: {first}", flush=True)

@@ -32,7 +32,6 @@ def fold_static_shapes(proto, max_elems: int = _MAX_FOLD_ELEMS):
 def _fold_once(model, max_elems: int):
     import onnx
     from onnx import numpy_helper, shape_inference
-    from onnx.reference import ReferenceEvaluator
 
     model = shape_inference.infer_shapes(model, data_prop=True)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 17)
@@ -63,7 +62,7 @@ def _fold_once(model, max_elems: int):
             and all(i == "" or i in consts for i in node.input)
         ):
             try:
-                out = ReferenceEvaluator(node, opsets={"": opset}).run(None, {i: consts[i] for i in node.input if i})
+                out = _evaluate(node, opset, {i: consts[i] for i in node.input if i})
             except Exception:  # noqa: BLE001 - a node the evaluator cannot run is simply left in place
                 out = None
             if out is not None and any(np.asarray(o).size > max_elems for o in out):
@@ -85,3 +84,17 @@ def _fold_once(model, max_elems: int):
     g.initializer.extend(live)
     del g.value_info[:]
     return model
+
+
+def _evaluate(node, opset: int, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Run one node at the model's opset (a bare NodeProto would run at the newest opset)."""
+    from onnx import helper
+    from onnx.reference import ReferenceEvaluator
+
+    graph = helper.make_graph(
+        [node], "fold",
+        [helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape) for name, v in feeds.items()],
+        [helper.make_empty_tensor_value_info(name) for name in node.output if name],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    return ReferenceEvaluator(model).run(None, feeds)

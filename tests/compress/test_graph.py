@@ -34,3 +34,25 @@ def test_weights_are_not_duplicated(data_dir):
     folded = fold_static_shapes(model.proto)
     assert len(folded.graph.node) == len(model.proto.graph.node)
     assert folded.ByteSize() <= model.proto.ByteSize()
+
+
+def test_folds_at_the_models_own_opset():
+    # Opset 11: Unsqueeze takes `axes` as an attribute (an input from opset 13 on).
+    from onnx import TensorProto, helper, numpy_helper
+
+    idx = numpy_helper.from_array(np.array(1, np.int64), "idx")
+    nodes = [
+        helper.make_node("Shape", ["input"], ["s"]),
+        helper.make_node("Gather", ["s", "idx"], ["c"], axis=0),
+        helper.make_node("Unsqueeze", ["c"], ["c1"], axes=[0]),
+        helper.make_node("Concat", ["minus1", "c1"], ["shape"], axis=0),
+        helper.make_node("Reshape", ["input", "shape"], ["output"]),
+    ]
+    minus1 = numpy_helper.from_array(np.array([-1], np.int64), "minus1")
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [2, 3, 4])],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, None)], [idx, minus1])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)], ir_version=6)
+    folded = fold_static_shapes(proto)
+    assert [n.op_type for n in folded.graph.node] == ["Reshape"]
+    shape = next(t for t in folded.graph.initializer if t.name == "shape")
+    assert numpy_helper.to_array(shape).tolist() == [-1, 3]
