@@ -13,8 +13,8 @@ reports (TVM's untuned default schedules; qemu times are emulation, not
 device speed).
 
 Usage:
-    /tmp/tv-venv/bin/python tools/export_torchvision.py /tmp/tv-models --calibrate-bn 4
-    .venv/bin/python tools/check_real_cnns.py /tmp/tv-models [NAME ...] [--no-qemu] [--json FILE]
+    tv-venv/bin/python tools/export_torchvision.py tv-models --calibrate-bn 4
+    .venv/bin/python tools/check_real_cnns.py tv-models [NAME ...] [--no-qemu] [--json FILE]
 """
 from __future__ import annotations
 

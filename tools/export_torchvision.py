@@ -4,13 +4,13 @@ Used to check that edgert's TVM path compiles and runs real CNN
 architectures nobody in the project wrote (see tools/check_real_cnns.py).
 
 Needs (in a throwaway venv, NOT the project's venv):
-    python3 -m venv /tmp/tv-venv
-    /tmp/tv-venv/bin/pip install torch==2.14.1 torchvision==0.29.1 onnx
+    python3 -m venv tv-venv
+    tv-venv/bin/pip install torch==2.14.1 torchvision==0.29.1 onnx
 (onnxscript is only needed if the legacy exporter fails and the dynamo
 exporter is tried as a fallback.)
 
 Usage:
-    /tmp/tv-venv/bin/python tools/export_torchvision.py OUT_DIR [ARCH ...]
+    tv-venv/bin/python tools/export_torchvision.py OUT_DIR [ARCH ...]
 
 Each model is built with ``weights=None`` (no downloads), after
 ``torch.manual_seed(0)``, in eval mode, and exported the way users usually
