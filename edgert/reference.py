@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgert.errors import EdgertError, ModelError
+from edgert.errors import ModelError
 
 
 def name(model) -> str:
@@ -21,23 +21,38 @@ def name(model) -> str:
 
 def run(model, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     """Outputs of ``model`` on ``feeds``, in ``model.outputs`` order."""
+    return session(model)(feeds)
+
+
+def session(model):
+    """A reusable ``feeds -> outputs`` callable for many runs of the same model."""
     if model.format == "tflite":
         from edgert import tflite
 
-        return tflite.reference_run(model, feeds)
+        return lambda feeds: tflite.reference_run(model, feeds)
     ort = _ort()
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     # The reference must compute the graph as written, not a re-fused variant.
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    names = [o.name for o in model.outputs]
     try:
         sess = ort.InferenceSession(model.proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-        return [np.asarray(o) for o in sess.run([o.name for o in model.outputs], feeds)]
-    except EdgertError:
-        raise
     except Exception as exc:  # onnxruntime raises its own exception types
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"onnxruntime cannot run the model: {first}") from None
+        raise ModelError(f"onnxruntime cannot load the model: {_first_line(exc)}") from None
+
+    def run_once(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        try:
+            return [np.asarray(o) for o in sess.run(names, feeds)]
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's own exception types
+            raise ModelError(f"onnxruntime cannot run the model: {_first_line(exc)}") from None
+
+    return run_once
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _ort():
