@@ -135,5 +135,37 @@ def run(bundle_path: Path, device: str, inputs: tuple[str, ...], output_dir: Pat
                        f"{bundle.manifest['golden']['reference']}: ok")
 
 
+@main.group()
+def zoo() -> None:
+    """The model zoo: small trained models with evaluation data."""
+
+
+@zoo.command("list")
+@_handle_errors
+def zoo_list() -> None:
+    """Name, task, size and float accuracy of each zoo model."""
+    from edgert.zoo import list_models
+
+    models = list_models()
+    if not models:
+        raise EdgertError("no zoo models are installed; reinstall edgert (pip install edgert)")
+    width = max(len(m.name) for m in models)
+    click.echo(f"{'name':<{width}}  {'params':>8}  {'MACs':>10}  {'accuracy':>8}  task")
+    for m in models:
+        click.echo(f"{m.name:<{width}}  {m.params:>8,}  {m.macs:>10,}  {m.float_accuracy:>8.2%}  {m.task}")
+
+
+@zoo.command("export")
+@click.argument("name")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="folder to create")
+@_handle_errors
+def zoo_export(name: str, output: Path) -> None:
+    """Write a zoo model, its calibration data (.npz) and its card to a folder."""
+    from edgert.zoo.export import export
+
+    export(name, output)
+    click.echo(f"{name}: model.onnx, calibration.npz, card.md, meta.json written to {output}")
+
+
 if __name__ == "__main__":
     main()
