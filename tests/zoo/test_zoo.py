@@ -50,18 +50,6 @@ def test_calibration_data_is_the_calibration_split():
     np.testing.assert_array_equal(calib["input"], datasets.digits()["calib"].x[:16])
 
 
-def test_bundle_accuracy_in_process_and_under_qemu(compiled, qemu, tmp_path):
-    import edgert
-
-    onnx_path = get("digits_cnn").onnx_path
-    host = edgert.compile(onnx_path, target="host", output=tmp_path / "h.edgert")
-    in_process = evaluate("digits_cnn", host)
-    assert in_process.agreement == 1.0 and in_process.backend == "bundle (in-process)"
-    arm = edgert.compile(onnx_path, target="generic-aarch64", output=tmp_path / "a.edgert")
-    emulated = evaluate("digits_cnn", arm, device="qemu", limit=8)
-    assert emulated.samples == 8 and emulated.agreement == 1.0
-
-
 def test_unknown_model_and_cli(tmp_path):
     with pytest.raises(EdgertError, match="digits_cnn"):
         get("resnet1000")
