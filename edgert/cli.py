@@ -103,7 +103,6 @@ def run(bundle_path: Path, device: str, inputs: tuple[str, ...], output_dir: Pat
 
     bundle = Bundle.open(bundle_path)
     dev = open_device(device)
-    bundle.check_arch(dev.arch)
     files = parse_input_args(inputs, bundle.inputs)
     feeds = None
     if files:

@@ -6,6 +6,12 @@ one line and exits with ``exit_code``.
 from __future__ import annotations
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, for one-line errors wrapping third-party ones."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
 class EdgertError(Exception):
     """Base class: a problem the user can fix. The message says how."""
 

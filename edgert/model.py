@@ -17,6 +17,7 @@ from edgert.errors import (
     MissingDependencyError,
     ModelError,
     UnsupportedOperatorError,
+    first_line,
 )
 from edgert.fsutil import atomic_write_bytes, sha256_file
 
@@ -174,7 +175,7 @@ def _load_onnx(path: Path, input_shapes: dict[str, tuple[int, ...]]) -> Model:
     try:
         proto = onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
     except Exception as exc:  # onnx raises assorted C++-mapped errors here
-        raise ModelError(f"shape inference failed on {path.name}: {_first_line(exc)}") from None
+        raise ModelError(f"shape inference failed on {path.name}: {first_line(exc)}") from None
 
     check_operators(proto)
     inputs = [_spec(i) for i in proto.graph.input if i.name not in initializers]
@@ -222,7 +223,7 @@ def _load_external_data(proto, path: Path) -> None:
         try:
             load_external_data_for_model(proto, str(base))
         except (OSError, ValueError) as exc:
-            raise ModelError(f"cannot load external data of {path.name}: {_first_line(exc)}") from None
+            raise ModelError(f"cannot load external data of {path.name}: {first_line(exc)}") from None
 
 
 def _all_tensors(proto):
@@ -307,11 +308,6 @@ def supported_onnx_ops() -> set[str] | None:
     except ImportError:
         return None
     return set(onnx_frontend._get_convert_map())
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def require(module: str, extra: str):

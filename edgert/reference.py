@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgert.errors import ModelError
+from edgert.errors import ModelError, first_line
 
 
 def name(model) -> str:
@@ -39,20 +39,15 @@ def session(model):
     try:
         sess = ort.InferenceSession(model.proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types
-        raise ModelError(f"onnxruntime cannot load the model: {_first_line(exc)}") from None
+        raise ModelError(f"onnxruntime cannot load the model: {first_line(exc)}") from None
 
     def run_once(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         try:
             return [np.asarray(o) for o in sess.run(names, feeds)]
         except Exception as exc:  # noqa: BLE001 - onnxruntime's own exception types
-            raise ModelError(f"onnxruntime cannot run the model: {_first_line(exc)}") from None
+            raise ModelError(f"onnxruntime cannot run the model: {first_line(exc)}") from None
 
     return run_once
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _ort():

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgert.errors import DynamicShapeError, InputError, ModelError, UnsupportedOperatorError
-from edgert.model import Model, TensorSpec, _first_line, require
+from edgert.errors import DynamicShapeError, InputError, ModelError, UnsupportedOperatorError, first_line
+from edgert.model import Model, TensorSpec, require
 
 if TYPE_CHECKING:
     import tvm
@@ -212,7 +212,7 @@ def to_relax(model: Model) -> tvm.IRModule:
         reason = " ".join(str(exc).split())  # each line names one class of unsupported ops
         raise UnsupportedOperatorError(f"TVM's TFLite frontend cannot convert {model.name}: {reason}") from None
     except Exception as exc:  # the frontend raises assertion, TVM and Python errors alike
-        raise ModelError(f"TVM's TFLite frontend failed on {model.name}: {_first_line(exc)}") from None
+        raise ModelError(f"TVM's TFLite frontend failed on {model.name}: {first_line(exc)}") from None
 
 
 def reference_run(model: Model, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -243,4 +243,4 @@ def reference_run(model: Model, feeds: dict[str, np.ndarray]) -> list[np.ndarray
         outs = {d["name"]: d["index"] for d in interp.get_output_details()}
         return [np.array(interp.get_tensor(outs[spec.name])) for spec in model.outputs]
     except (ValueError, RuntimeError, KeyError) as exc:  # LiteRT's messages span several lines
-        raise ModelError(f"LiteRT cannot run {model.name}: {_first_line(exc)}") from None
+        raise ModelError(f"LiteRT cannot run {model.name}: {first_line(exc)}") from None

@@ -117,7 +117,7 @@ def compile(
         try:
             executable.export_library(str(tmp / "lib" / "model.so"), cc=cxx)
         except Exception as exc:  # TVM raises its own error types from the linker call
-            raise CompileError(f"linking the model for {tgt.name} failed: {_first_line(exc)}") from None
+            raise CompileError(f"linking the model for {tgt.name} failed: {_tvm_message(exc)}") from None
         for rel, src in libs.files.items():
             shutil.copy2(src, tmp / rel)
         shutil.copy2(native.libedgert, tmp / "lib" / "libedgert.so")
@@ -140,7 +140,7 @@ def compile(
             str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    bundle = Bundle.open(dest)
+    bundle = Bundle.open(dest, verify=False)  # its hashes were computed from these very files
     if packed:
         try:
             bundle.pack(output)
@@ -191,7 +191,7 @@ def _build(model: Model, tgt: Target):
         raise
     except Exception as exc:  # TVM raises TVMError, ValueError, tvm_ffi errors, ...
         raise CompileError(
-            f"TVM could not compile {model.name} for {tgt.name}: {_first_line(exc)}; "
+            f"TVM could not compile {model.name} for {tgt.name}: {_tvm_message(exc)}; "
             "simplify the graph (e.g. onnxsim) or report the model to the edgert developers"
         ) from None
 
@@ -240,7 +240,7 @@ def _manifest(model, tgt, options, outputs, golden_inputs, golden_outputs, compi
     }
 
 
-def _first_line(exc: BaseException) -> str:
+def _tvm_message(exc: BaseException) -> str:
     lines = [line for line in str(exc).strip().splitlines() if line.strip()]
     # TVM errors carry a traceback; the last line is the message.
     return lines[-1].strip() if lines else type(exc).__name__

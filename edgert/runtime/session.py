@@ -59,8 +59,7 @@ def run_on_device(
     timeout: float = 600.0,
 ) -> RunResult:
     """Run ``bundle`` with its native runner on ``device`` (feeds default to the golden inputs)."""
-    if bundle.arch != device.arch:
-        bundle.check_arch(device.arch)
+    bundle.check_arch(device.arch)
     with tempfile.TemporaryDirectory(prefix="edgert-run-") as tmp:
         argv = [bundle.path / bundle.manifest["runtime"]["runner"], bundle.path.resolve()]
         if feeds is None:

@@ -95,7 +95,6 @@ def _bundle_predictor(zoo: ZooModel, bundle, device: str | None):
     from edgert.runtime.session import run_on_device
 
     dev = open_device(device)
-    bundle.check_arch(dev.arch)
 
     def predict(x):
         outputs = run_on_device(bundle, dev, _as_input(x, zoo, name)).outputs
