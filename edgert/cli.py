@@ -59,8 +59,29 @@ def targets() -> None:
 @click.option("--input-shape", multiple=True, metavar="NAME=1x3x224x224", help="pin an input's dynamic dimensions")
 @click.option("--mean", default="0", show_default=True, help="image normalisation mean(s), comma separated, after scaling to [0,1]")
 @click.option("--std", default="1", show_default=True, help="image normalisation std(s), comma separated")
+@click.option(
+    "--schedules",
+    type=click.Choice(["auto", "default", "naive"]),
+    default="auto",
+    show_default=True,
+    help="auto: tuning records, else edgert's default schedules; default: ignore tuning records; naive: TVM's plain loops",
+)
+@click.option(
+    "--tuning-db", multiple=True, type=click.Path(path_type=Path), help="extra tuning database folder (from 'edgert tune --db')"
+)
+@click.option("--sparse", default="auto", show_default=True, help="sparse kernels: auto (cost model), off, or a min sparsity such as 0.8")
 @_handle_errors
-def compile_cmd(model: Path, target: str, output: Path | None, input_shape: tuple[str, ...], mean: str, std: str) -> None:
+def compile_cmd(
+    model: Path,
+    target: str,
+    output: Path | None,
+    input_shape: tuple[str, ...],
+    mean: str,
+    std: str,
+    schedules: str,
+    tuning_db: tuple[Path, ...],
+    sparse: str,
+) -> None:
     """Compile MODEL (.onnx or .tflite) into a bundle for a target."""
     from edgert.compiler.build import CompileOptions, ImageConfig, compile
     from edgert.model import parse_input_shapes
@@ -69,10 +90,50 @@ def compile_cmd(model: Path, target: str, output: Path | None, input_shape: tupl
         target=target,
         input_shapes=parse_input_shapes(input_shape),
         image=ImageConfig(mean=_floats(mean, "--mean"), std=_floats(std, "--std")),
+        schedules=schedules,
+        tuning_db=tuning_db,
+        sparse=sparse,
     )
     bundle = compile(model, output=output, options=options)
     total = sum(bundle.sizes().values())
     click.echo(f"bundle: {bundle.path} ({total / 1e6:.1f} MB, {bundle.target['name']}, {bundle.arch})")
+
+
+@main.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--target", "-t", default="host", show_default=True, help="board name (see 'edgert targets') or a .toml file")
+@click.option("--trials", type=int, help="candidates to measure in all (default: every candidate)")
+@click.option("--minutes", type=float, help="stop after this many minutes (what was measured is kept)")
+@click.option("--db", type=click.Path(path_type=Path), help="database folder (default: the target's database in the edgert cache)")
+@click.option("--device", "-d", help="measure on a device: qemu, ssh://USER@HOST[:PORT] or adb[:SERIAL]")
+@click.option("--tracker", metavar="HOST:PORT", help="TVM RPC tracker of a device farm")
+@click.option("--key", help="device key at the tracker")
+@click.option("--input-shape", multiple=True, metavar="NAME=1x3x224x224", help="pin an input's dynamic dimensions")
+@_handle_errors
+def tune(
+    model: Path,
+    target: str,
+    trials: int | None,
+    minutes: float | None,
+    db: Path | None,
+    device: str | None,
+    tracker: str | None,
+    key: str | None,
+    input_shape: tuple[str, ...],
+) -> None:
+    """Measure schedule choices for MODEL's layers; later compiles use the best ones.
+
+    Interrupting keeps everything measured so far; running again resumes.
+    """
+    from edgert.compiler.tuning import TuneOptions
+    from edgert.compiler.tuning import tune as run_tune
+    from edgert.errors import TuningError
+    from edgert.model import load, parse_input_shapes
+
+    if tracker and not key:
+        raise TuningError("--tracker needs --key (the device key the boards registered with)")
+    options = TuneOptions(trials=trials, minutes=minutes, database=db, device=device, tracker=tracker, key=key)
+    run_tune(load(model, parse_input_shapes(input_shape)), target, options)
 
 
 def _floats(text: str, flag: str) -> tuple[float, ...]:

@@ -56,6 +56,10 @@ class CompileError(EdgertError):
     exit_code = 4
 
 
+class TuningError(CompileError):
+    """Tuning could not measure candidates (build or run failures), or was set up wrongly."""
+
+
 class BundleError(EdgertError):
     """The bundle is malformed, from an unknown format version, or incomplete."""
 

@@ -55,6 +55,14 @@ class CompileOptions:
     input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     image: ImageConfig = ImageConfig()
     golden_seed: int = 0
+    # "auto": tuning records, then edgert's default schedules; "default": edgert's defaults
+    # only; "naive": TVM's own pipeline (the slow loops; for comparisons).
+    schedules: str = "auto"
+    # Extra tuning database directories, searched before the user's and the shipped one.
+    tuning_db: tuple[Path, ...] = ()
+    # Sparse kernels for constant weights: "auto" (where the cost model says they win),
+    # "off", or a minimum sparsity such as "0.8".
+    sparse: str = "auto"
 
 
 Log = Callable[[str], None]
@@ -103,8 +111,17 @@ def compile(
 
     log(f"[edgert] compiling for {tgt.name} ({tgt.arch}, {tgt.device}) with TVM")
     t0 = time.perf_counter()
-    executable = _build(model, tgt)
+    executable, report = _build(model, tgt, options)
     compile_s = time.perf_counter() - t0
+    if report is not None:
+        log(f"[edgert] schedules: {report.counts.summary()}")
+        if report.sparse is not None and report.sparse.get("sparse"):
+            log(f"[edgert] sparse kernels: {report.sparse['sparse']} layer(s)")
+        if report.counts.naive and options.schedules != "naive":
+            log(
+                f"[edgert] warning: {len(report.counts.naive)} function(s) kept TVM's naive loops "
+                f"({', '.join(sorted(report.counts.naive)[:5])}); `edgert tune` can find schedules for them"
+            )
     log(f"[edgert] compiled in {compile_s:.1f} s; building the native runner")
     native = toolchain.build_native(tgt)
 
@@ -133,6 +150,8 @@ def compile(
             np.save(tmp / rel, np.ascontiguousarray(arr))
             golden_outputs.append(rel)
         manifest = _manifest(model, tgt, options, outputs, golden_inputs, golden_outputs, compile_s)
+        if report is not None:
+            manifest["build"]["schedules"] = {**report.to_json(), "mode": options.schedules}
         if cuda_version:
             # The device needs a CUDA driver/runtime at least this new to load the kernels.
             manifest["versions"]["cuda"] = cuda_version
@@ -162,31 +181,56 @@ def _refuse_to_clobber(output: Path, packed: bool) -> None:
     raise BundleError(f"{output} already exists and is not an edgert bundle; choose another -o path or remove it")
 
 
-def _build(model: Model, tgt: Target):
-    """Import into Relax and compile; TVM's errors become one-line CompileErrors."""
-    import tvm
+def to_relax(model: Model):
+    """The model as a Relax module with its weights bound as constants."""
+    if model.format == "tflite":
+        from edgert import tflite
 
+        return tflite.to_relax(model)
+    from tvm.relax.frontend.onnx import from_onnx
+
+    from edgert.compress.graph import fold_static_shapes
+
+    return from_onnx(
+        fold_static_shapes(model.proto),
+        shape_dict={s.name: list(s.shape) for s in model.inputs},
+        dtype_dict={s.name: s.dtype for s in model.inputs},
+        keep_params_in_input=False,
+    )
+
+
+def _build(model: Model, tgt: Target, options: CompileOptions):
+    """Import into Relax and compile; TVM's errors become one-line CompileErrors.
+
+    Returns ``(executable, LowerReport | None)``.
+    """
+    from edgert.compiler import pipeline
+
+    if options.schedules not in pipeline.SCHEDULE_MODES:
+        raise CompileError(f"unknown schedules mode '{options.schedules}'; use one of {', '.join(pipeline.SCHEDULE_MODES)}")
+    min_sparsity = _sparse_option(options.sparse)
     try:
-        if model.format == "tflite":
-            from edgert import tflite
-
-            mod = tflite.to_relax(model)
-        else:
-            from tvm.relax.frontend.onnx import from_onnx
-
-            from edgert.compress.graph import fold_static_shapes
-
-            mod = from_onnx(
-                fold_static_shapes(model.proto),
-                shape_dict={s.name: list(s.shape) for s in model.inputs},
-                dtype_dict={s.name: s.dtype for s in model.inputs},
-                keep_params_in_input=False,
-            )
+        mod = to_relax(model)
         if tgt.is_cuda:
             from edgert.compiler import cuda
 
-            return cuda.build_cuda(mod, tgt)
-        return tvm.compile(mod, target=tgt.tvm_target())
+            return cuda.build_cuda(mod, tgt), None
+        sparse_report = None
+        if min_sparsity is not False and options.schedules != "naive":
+            from edgert.compiler import sparse
+
+            mod, sparse_report = sparse.sparsify(mod, tgt, min_sparsity=min_sparsity)
+        databases = None
+        if options.schedules == "auto":
+            from edgert.compiler import tuning
+
+            databases = [Path(p) for p in options.tuning_db] + tuning.default_databases(tgt)
+        executable, report = pipeline.build(mod, tgt, options.schedules, databases)
+        if sparse_report is not None:
+            full = sparse_report.to_json()
+            # The manifest lists the layers that got sparse kernels; the others are only counted.
+            report.sparse = {**full, "layers": [x for x in full["layers"] if x.get("chosen")]}
+        return executable, report
     except EdgertError:
         raise
     except Exception as exc:  # TVM raises TVMError, ValueError, tvm_ffi errors, ...
@@ -194,6 +238,21 @@ def _build(model: Model, tgt: Target):
             f"TVM could not compile {model.name} for {tgt.name}: {_tvm_message(exc)}; "
             "simplify the graph (e.g. onnxsim) or report the model to the edgert developers"
         ) from None
+
+
+def _sparse_option(value: str):
+    """``options.sparse`` → False (off), None (cost model) or a minimum sparsity."""
+    if value in ("off", "none", "no"):
+        return False
+    if value == "auto":
+        return None
+    try:
+        v = float(value)
+    except ValueError:
+        v = -1.0
+    if not 0.0 <= v <= 1.0:
+        raise CompileError(f"--sparse must be auto, off or a sparsity between 0 and 1 (e.g. 0.8), got '{value}'")
+    return v
 
 
 def _manifest(model, tgt, options, outputs, golden_inputs, golden_outputs, compile_s) -> dict[str, Any]:

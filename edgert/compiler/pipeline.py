@@ -1,0 +1,124 @@
+"""edgert's Relax lowering: layouts the templates want, fusion, tuning records, default schedules.
+
+``lower`` is shared by ``edgert compile`` and ``edgert tune`` so that a workload tuned once
+is found again by every later compile (MetaSchedule keys records by the function's
+structure).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgert.compiler.schedules import CpuInfo, ScheduleCounts
+
+# Channels-last activations and HWIO weights make the output-channel axis contiguous in
+# both the output and the weight, which the register-tiled template vectorises.
+LAYOUTS = {
+    "relax.nn.conv2d": ["NHWC", "HWIO"],
+    "relax.nn.conv1d": ["NWC", "WIO"],
+}
+SCHEDULE_MODES = ("auto", "default", "naive")
+
+
+@dataclass
+class LowerReport:
+    counts: ScheduleCounts = field(default_factory=ScheduleCounts)
+    databases: list[str] = field(default_factory=list)
+    sparse: dict | None = None
+
+    def to_json(self) -> dict:
+        out = {"mode": "", **self.counts.to_json(), "databases": self.databases}
+        if self.sparse is not None:
+            out["sparse"] = self.sparse
+        return out
+
+
+def fuse(mod, tgt):
+    """Relax module straight from a frontend → fused PrimFuncs (the tuning tasks), unscheduled."""
+    import tvm
+    from tvm import relax
+
+    from edgert.compiler.relax_rewrites import clip_calls_to_ops
+
+    target = tgt.tvm_target()
+    with target:
+        mod = relax.transform.FoldConstant()(mod)
+        mod = clip_calls_to_ops(mod)
+        mod = relax.transform.ConvertLayout(LAYOUTS)(mod)
+        mod = tvm.transform.Sequential(
+            [
+                relax.transform.LegalizeOps(),
+                relax.transform.AnnotateTIROpPattern(),
+                relax.transform.FoldConstant(),
+                relax.transform.FuseOps(),
+                relax.transform.FuseTIR(),
+            ]
+        )(mod)
+    return mod
+
+
+def lower(mod, tgt, mode: str = "auto", databases: list[Path] | None = None):
+    """Fuse, then schedule every function: tuning record, else edgert default, else naive.
+
+    Returns ``(mod, LowerReport)``; ``mod`` is ready for ``finalize_pipeline``.
+    """
+    import tvm
+
+    report = LowerReport()
+    target = tgt.tvm_target()
+    mod = fuse(mod, tgt)
+    if mode == "auto":
+        from edgert.compiler import tuning
+
+        for db_path in databases if databases is not None else tuning.default_databases(tgt):
+            db = tuning.open_database(db_path, readonly=True)
+            if db is None:
+                continue
+            mod, tuned = tuning.apply_database(mod, target, db)
+            report.counts.tuned.extend(tuned)
+            report.databases.append(str(db_path))
+    for gv, func in mod.functions.items():
+        if isinstance(func, tvm.tirx.PrimFunc) and gv.name_hint not in report.counts.tuned and _scheduled(func):
+            report.counts.hand.append(gv.name_hint)
+    from edgert.compiler.schedules import apply_defaults
+
+    mod, _ = apply_defaults(mod, CpuInfo.from_target(tgt), report.counts)
+    return mod, report
+
+
+def finalize_pipeline(tgt):
+    """What ``tvm.compile`` still runs on a module that ``lower`` scheduled."""
+    import tvm
+    from tvm.relax.backend.cpu_generic import pipeline as cpu
+
+    target = tgt.tvm_target()
+
+    @tvm.transform.module_pass(opt_level=0)
+    def _pipeline(mod, _ctx):
+        with target:
+            return tvm.transform.Sequential(cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target))(mod)
+
+    return _pipeline
+
+
+def build(mod, tgt, mode: str = "auto", databases: list[Path] | None = None):
+    """``(executable, LowerReport)`` for a CPU target."""
+    import tvm
+
+    if mode not in SCHEDULE_MODES:
+        from edgert.errors import CompileError
+
+        raise CompileError(f"unknown schedules mode '{mode}'; use one of {', '.join(SCHEDULE_MODES)}")
+    if mode == "naive":
+        report = LowerReport()
+        ex = tvm.compile(mod, target=tgt.tvm_target())
+        report.counts.naive.append("*")
+        return ex, report
+    mod, report = lower(mod, tgt, mode, databases)
+    ex = tvm.compile(mod, target=tgt.tvm_target(), relax_pipeline=finalize_pipeline(tgt))
+    return ex, report
+
+
+def _scheduled(func) -> bool:
+    attrs = func.attrs
+    return bool(attrs is not None and "tirx.is_scheduled" in attrs and attrs["tirx.is_scheduled"])

@@ -1,0 +1,60 @@
+"""Shared pieces of the schedule templates: target facts and tunable decisions."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class ScheduleFailed(Exception):
+    """A template does not fit the function after all (caught by the dispatcher)."""
+
+
+@dataclass(frozen=True)
+class CpuInfo:
+    """What a template needs to know about the CPU it schedules for."""
+
+    vector_bits: int = 128
+    num_cores: int = 4
+    # Architectural vector registers: 16 on x86 AVX2, 32 with AVX-512 or on AArch64.
+    vector_registers: int = 16
+
+    @property
+    def lanes(self) -> int:
+        return max(1, self.vector_bits // 32)
+
+    @classmethod
+    def from_target(cls, tgt) -> CpuInfo:
+        """From an edgert Target (its TOML's ``vector_bits`` and architecture)."""
+        bits = int(getattr(tgt, "vector_bits", 0) or 128)
+        regs = 32 if tgt.arch == "aarch64" or bits >= 512 else 16
+        import os
+
+        cores = int(tgt.cores or (os.cpu_count() if tgt.name == "host" else 4) or 4)
+        return cls(vector_bits=bits, num_cores=cores, vector_registers=regs)
+
+
+class Knobs:
+    """The decisions a template makes: heuristic defaults, or one point of its search space.
+
+    With ``path=None`` every choice takes the template's default. ``edgert tune`` walks the
+    space by giving ``path`` (an index per choice point, in the order the template asks);
+    ``branching`` records how many candidates each choice point had, for the enumeration.
+    """
+
+    def __init__(self, sch=None, path: list[int] | None = None):
+        self.sch = sch
+        self.path = path
+        self.branching: list[int] = []
+
+    def choose(self, candidates: list[int], default: int) -> int:
+        candidates = list(dict.fromkeys(int(c) for c in candidates))
+        i = len(self.branching)
+        self.branching.append(len(candidates))
+        if self.path is None:
+            return default if default in candidates else candidates[0]
+        index = self.path[i] if i < len(self.path) else (candidates.index(default) if default in candidates else 0)
+        return candidates[min(index, len(candidates) - 1)]
+
+
+def divisors(n: int, lo: int = 1, hi: int | None = None) -> list[int]:
+    hi = n if hi is None else min(hi, n)
+    return [d for d in range(lo, hi + 1) if n % d == 0]

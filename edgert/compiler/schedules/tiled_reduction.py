@@ -1,0 +1,174 @@
+"""Conv (1-D/2-D, grouped, depthwise), dense/matmul and pooling: one register-tiled template.
+
+After edgert's layout conversion (NHWC / NWC activations, HWIO weights) all of these are a
+reduction whose output's innermost axis (channels, or matmul columns) is contiguous in the
+output and in the weight. The kernel keeps a ``t x (k*lanes)`` tile of outputs in vector
+registers: one vector load of weights is reused for ``t`` broadcast inputs, the pattern of
+the x86/Arm ``conv2d_NCHWc``/GEMM micro-kernels. Fused epilogues (bias, ReLU, residual
+add) are applied while the tile is still in registers.
+"""
+from __future__ import annotations
+
+from edgert.compiler.schedules.base import CpuInfo, Knobs, ScheduleFailed, divisors
+
+
+def _anchor(sch):
+    """The single reduction block of the function, or None."""
+    root = sch.get_sblock("root") if _has_root(sch) else None
+    blocks = sch.get_child_blocks(root) if root is not None else []
+    reductions = [b for b in blocks if _reduction_vars(sch, b)]
+    return reductions[0] if len(reductions) == 1 else None
+
+
+def _has_root(sch) -> bool:
+    try:
+        sch.get_sblock("root")
+        return True
+    except Exception:
+        return False
+
+
+def _reduction_vars(sch, block) -> list:
+    from tvm.tirx import IterVar
+
+    stmt = sch.get(block)
+    return [iv for iv in stmt.iter_vars if iv.iter_type == IterVar.CommReduce]
+
+
+def _plan(sch, block):
+    """Loops of the anchor: (spatial loops, reduction loops, vector loop, tile loop) or None."""
+    from tvm.tirx import IterVar
+
+    stmt = sch.get(block)
+    loops = sch.get_loops(block)
+    if len(stmt.iter_vars) != len(loops):
+        return None
+    # Map each loop to its iter var kind through the block's bindings (T.axis.remap keeps order).
+    kinds = [iv.iter_type for iv in stmt.iter_vars]
+    if any(k not in (IterVar.DataPar, IterVar.CommReduce) for k in kinds):
+        return None
+    spatial = [lp for lp, k in zip(loops, kinds, strict=True) if k == IterVar.DataPar]
+    reduce = [lp for lp, k in zip(loops, kinds, strict=True) if k == IterVar.CommReduce]
+    if not spatial or not reduce:
+        return None
+    # The output's innermost axis must be the last spatial loop (contiguous stores).
+    out = stmt.writes[0]
+    last_index = out.region[-1].min
+    spatial_vars = [iv.var for iv in stmt.iter_vars if iv.iter_type == IterVar.DataPar]
+    last_var = spatial_vars[-1]
+    if not (hasattr(last_index, "same_as") and last_index.same_as(last_var)):
+        return None
+    return spatial, reduce
+
+
+def applies(sch) -> bool:
+    block = _anchor(sch)
+    return block is not None and _plan(sch, block) is not None
+
+
+def apply(sch, cpu: CpuInfo, knobs: Knobs) -> None:
+    block = _anchor(sch)
+    plan = _plan(sch, block)
+    if plan is None:
+        raise ScheduleFailed("no tiled reduction")
+    spatial, reduce = plan
+    root = sch.get_sblock("root")
+
+    # Producers such as padding are computed on the fly inside the kernel.
+    for b in sch.get_child_blocks(root):
+        if not sch.get(b).same_as(sch.get(block)) and not _reduction_vars(sch, b) and _is_producer_of(sch, b, block):
+            try:
+                sch.compute_inline(b)
+            except Exception:
+                pass
+
+    extents = [int(sch.get(lp).extent) for lp in spatial]
+    vec_extent = extents[-1]
+    lanes = cpu.lanes
+    budget = max(4, cpu.vector_registers - 4)  # accumulators; the rest hold weights and inputs
+
+    # Vector axis: k vectors of `lanes` outputs; tile axis: t of them kept in registers.
+    tile_idx = next((i for i in range(len(spatial) - 2, -1, -1) if extents[i] > 1), None)
+    # Power-of-two widths only: LLVM splits a 3-vector type badly (measured 2-6x slower here).
+    k_candidates = [k for k in (1, 2, 4) if vec_extent % (k * lanes) == 0] or [1]
+
+    def t_options(k: int) -> list[int]:
+        if tile_idx is None:
+            return [1]
+        hi = min(8, max(1, budget // k))
+        opts = divisors(extents[tile_idx], 1, hi)
+        # Short odd rows (7x7 maps) have no good divisor: allow a ragged last tile.
+        extra = [t for t in (2, 4) if t <= hi and t not in opts and extents[tile_idx] > t]
+        return sorted(opts + extra)
+
+    # Default: the most accumulators that fit the register file, then the wider vector.
+    k_default = max(k_candidates, key=lambda k: (k * max(t_options(k)), -abs(k - 2)))
+    k = knobs.choose(k_candidates, k_default)
+    vec_inner = min(vec_extent, k * lanes)
+    t_candidates = t_options(k)
+    t = knobs.choose(t_candidates, max(t_candidates))
+
+    vo, vi = sch.split(spatial[-1], [None, vec_inner])
+    outer = list(spatial[:-1])
+    ti = None
+    if tile_idx is not None:
+        to, ti = sch.split(spatial[tile_idx], [None, t])
+        outer[tile_idx] = to
+    # Whichever operand is larger is streamed once: output-channel blocks outermost when the
+    # weights outweigh the activations (late layers), spatial tiles outermost otherwise.
+    weights_outer = knobs.choose([0, 1], 1 if _weight_bytes(sch, block) > _largest_read_bytes(sch, block, skip_weight=True) else 0)
+    nest = [vo, *outer] if weights_outer else [*outer, vo]
+    sch.reorder(*nest, *reduce, *([ti] if ti is not None else []), vi)
+
+    wb = sch.cache_write(block, 0, "local")
+    # Fused elementwise consumers (bias, ReLU, residual add) run on the register tile.
+    for _ in range(16):
+        consumers = sch.get_consumers(wb)
+        if len(consumers) != 1:
+            break
+        try:
+            sch.reverse_compute_inline(consumers[0])
+        except Exception:
+            break
+    sch.reverse_compute_at(wb, nest[-1], preserve_unit_loops=True)
+    # One parallel loop over all tiles; contiguous chunks keep each thread on few weight blocks.
+    sch.parallel(sch.fuse(*nest) if len(nest) > 1 else nest[0])
+    sch.vectorize(vi)
+    if ti is not None:
+        sch.unroll(ti)
+    wb_loops = sch.get_loops(wb)
+    sch.vectorize(wb_loops[-1])
+    init = sch.decompose_reduction(block, reduce[0])
+    sch.vectorize(sch.get_loops(init)[-1])
+
+
+def _is_producer_of(sch, b, block) -> bool:
+    return any(sch.get(c).same_as(sch.get(block)) for c in sch.get_consumers(b))
+
+
+def _region_bytes(buf) -> int:
+    n = 1
+    for d in buf.shape:
+        n *= int(d)
+    return n * 4
+
+
+def _weight_bytes(sch, block) -> int:
+    """Size of the read buffer indexed by the output's innermost axis (the weight), else 0."""
+    stmt = sch.get(block)
+    spatial_vars = [iv.var for iv in stmt.iter_vars if iv.iter_type == 0]
+    last = spatial_vars[-1]
+    for r in stmt.reads:
+        idx = r.region[-1].min
+        if hasattr(idx, "same_as") and idx.same_as(last) and not r.source.same_as(stmt.writes[0].source):
+            return _region_bytes(r.source)
+    return 0
+
+
+def _largest_read_bytes(sch, block, skip_weight: bool) -> int:
+    stmt = sch.get(block)
+    w = _weight_bytes(sch, block)
+    sizes = [_region_bytes(r.source) for r in stmt.reads if not r.source.same_as(stmt.writes[0].source)]
+    if skip_weight and w in sizes:
+        sizes.remove(w)
+    return max(sizes, default=0)

@@ -1,0 +1,156 @@
+"""edgert's default schedules: every common operator gets a template, and results stay exact."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+
+def _model(tmp_path, name, nodes, in_shape, inits=None, extra_inputs=()):
+    graph = helper.make_graph(
+        nodes,
+        name,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(in_shape)), *extra_inputs],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(v, k) for k, v in (inits or {}).items()],
+    )
+    path = tmp_path / f"{name}.onnx"
+    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    return path
+
+
+def _w(*shape, seed=1):
+    return np.random.default_rng(seed).standard_normal(shape).astype("float32") * 0.2
+
+
+def _conv(ci, co, k, stride=1, pad=None, group=1, dilation=1, relu=True, clip=False):
+    pad = k // 2 * dilation if pad is None else pad
+    nodes = [
+        helper.make_node(
+            "Conv", ["x", "w", "b"], ["c"], kernel_shape=[k, k], strides=[stride] * 2, pads=[pad] * 4, group=group, dilations=[dilation] * 2
+        )
+    ]
+    if clip:
+        nodes.append(helper.make_node("Clip", ["c", "lo", "hi"], ["y"]))
+    else:
+        nodes.append(helper.make_node("Relu" if relu else "Identity", ["c"], ["y"]))
+    inits = {"w": _w(co, ci // group, k, k), "b": _w(co, seed=2)}
+    if clip:
+        inits |= {"lo": np.array(0.0, "float32"), "hi": np.array(6.0, "float32")}
+    return nodes, inits
+
+
+CASES = {
+    "conv3x3": lambda: (*_conv(16, 32, 3), (1, 16, 14, 14)),
+    "conv3x3_s2_odd": lambda: (*_conv(12, 24, 3, stride=2), (1, 12, 15, 15)),
+    "conv7x7_c3": lambda: (*_conv(3, 16, 7, stride=2), (1, 3, 32, 32)),
+    "conv1x1": lambda: (*_conv(24, 40, 1, pad=0), (1, 24, 9, 9)),
+    "depthwise_relu6": lambda: (*_conv(32, 32, 3, group=32, clip=True), (1, 32, 12, 12)),
+    "grouped": lambda: (*_conv(16, 32, 3, group=4), (1, 16, 10, 10)),
+    "dilated": lambda: (*_conv(8, 8, 3, dilation=2), (1, 8, 13, 13)),
+    "conv1d_causal": lambda: (
+        [
+            helper.make_node("Pad", ["x", "pads"], ["p"]),
+            helper.make_node("Conv", ["p", "w"], ["y"], kernel_shape=[3], dilations=[2]),
+        ],
+        {"pads": np.array([0, 0, 4, 0, 0, 0], "int64"), "w": _w(24, 16, 3)},
+        (1, 16, 50),
+    ),
+    "gemm": lambda: ([helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=1)], {"w": _w(40, 72), "b": _w(40)}, (1, 72)),
+    "matmul_batched": lambda: ([helper.make_node("MatMul", ["x", "w"], ["y"])], {"w": _w(32, 48)}, (2, 10, 32)),
+    "maxpool": lambda: ([helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])], {}, (1, 16, 15, 15)),
+    "avgpool_global": lambda: ([helper.make_node("GlobalAveragePool", ["x"], ["y"])], {}, (1, 24, 7, 7)),
+    "softmax": lambda: ([helper.make_node("Softmax", ["x"], ["y"], axis=-1)], {}, (2, 4, 37)),
+    "layernorm": lambda: (
+        [helper.make_node("LayerNormalization", ["x", "g", "bb"], ["y"], axis=-1)],
+        {"g": _w(64), "bb": _w(64, seed=3)},
+        (1, 10, 64),
+    ),
+    "transpose_add": lambda: (
+        [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 2, 3, 1]), helper.make_node("Add", ["t", "a"], ["y"])],
+        {"a": _w(16)},
+        (1, 16, 6, 6),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_default_schedules_cover_op_and_match_reference(case, tmp_path):
+    import tvm
+    from tvm import relax
+
+    from edgert.compiler import pipeline
+    from edgert.compiler.build import to_relax
+    from edgert.compiler.targets import load_target
+    from edgert.model import load
+
+    nodes, inits, shape = CASES[case]()
+    model = load(_model(tmp_path, case, nodes, shape, inits))
+    tgt = load_target("host")
+    ex, report = pipeline.build(to_relax(model), tgt, mode="default")
+    # Nothing may fall back to TVM's naive loops for these common operators.
+    assert report.counts.naive == [], report.counts.naive
+    assert len(report.counts.default) >= 1
+    x = model.random_inputs(3)
+    (ref,) = model.reference_run(x)
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    out = vm["main"](tvm.runtime.tensor(x["x"])).numpy()
+    assert out.shape == ref.shape
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(ref).max())))
+
+
+def test_relu6_fuses_into_channels_last_conv(tmp_path):
+    """Clip (ReLU6) must not force the activation back to NCHW around every conv."""
+    from edgert.compiler import pipeline
+    from edgert.compiler.build import to_relax
+    from edgert.compiler.targets import load_target
+    from edgert.model import load
+
+    nodes, inits, shape = CASES["depthwise_relu6"]()
+    model = load(_model(tmp_path, "dw", nodes, shape, inits))
+    mod = pipeline.fuse(to_relax(model), load_target("host"))
+    names = [gv.name_hint for gv in mod.get_global_vars()]
+    conv = [n for n in names if "conv2d" in n]
+    assert len(conv) == 1 and "maximum" in conv[0] and "minimum" in conv[0], names
+    # Only the model's own input/output transposes remain (NCHW <-> NHWC once each).
+    assert sum("transpose" in n for n in names) <= 2, names
+
+
+def test_enumerated_choices_are_distinct_and_all_correct(tmp_path):
+    """What `edgert tune` measures: several different schedules of one conv, all exact."""
+    import tvm
+
+    from edgert.compiler import pipeline
+    from edgert.compiler.build import to_relax
+    from edgert.compiler.schedules import CpuInfo, enumerate_space
+    from edgert.compiler.targets import load_target
+    from edgert.compiler.tuning import _random_args, task_module
+    from edgert.model import load
+
+    nodes, inits, shape = CASES["conv3x3"]()
+    model = load(_model(tmp_path, "c", nodes, shape, inits))
+    tgt = load_target("host")
+    mod = pipeline.fuse(to_relax(model), tgt)
+    func = next(f for gv, f in mod.functions.items() if "conv2d" in gv.name_hint)
+    task = task_module(func)
+    space = enumerate_space(task["main"], CpuInfo.from_target(tgt))
+    assert len(space) >= 4
+    dev = tvm.cpu()
+    outs = []
+    for sch in [space[0], space[len(space) // 2], space[-1]]:
+        args = _random_args(task["main"], dev, np)
+        lib = tvm.compile(sch.mod, target=tgt.tvm_target())
+        lib["main"](*args)
+        outs.append(args[-1].numpy())
+    plain = _random_args(task["main"], dev, np)
+    tvm.compile(task, target=tgt.tvm_target())["main"](*plain)
+    for out in outs:
+        np.testing.assert_allclose(out, plain[-1].numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_cpu_info_follows_target():
+    from edgert.compiler.schedules import CpuInfo
+    from edgert.compiler.targets import load_target
+
+    rpi = CpuInfo.from_target(load_target("rpi4"))
+    assert (rpi.lanes, rpi.vector_registers, rpi.num_cores) == (4, 32, 4)

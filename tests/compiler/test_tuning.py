@@ -1,0 +1,87 @@
+"""`edgert tune`: records land in the database, resume skips them, compile uses them."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from edgert.zoo.registry import get
+
+    return get("digits_cnn").onnx_path
+
+
+def _records(db) -> list[dict]:
+    path = db / "database_tuning_record.json"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def test_tune_writes_records_resumes_and_compile_uses_them(digits, tmp_path):
+    import edgert
+    from edgert.compiler.build import CompileOptions
+    from edgert.compiler.tuning import TuneOptions, tune
+
+    db = tmp_path / "db"
+    logs: list[str] = []
+    first = tune(digits, "host", TuneOptions(trials=12, database=db), log=logs.append)
+    assert first.measured == 12 and first.failed == 0
+    assert "trial budget of 12 reached" in first.stopped
+    assert len(_records(db)) == 12
+    # Every measured candidate has a positive, finite time.
+    for t in first.tasks:
+        if t.measured:
+            assert 0 < t.best_ms < 1e3 and t.best_ms <= t.default_ms
+
+    # Resuming measures only what is missing: nothing measured twice.
+    second = tune(digits, "host", TuneOptions(database=db), log=logs.append)
+    assert second.stopped == ""
+    assert len(_records(db)) == 12 + second.measured
+    assert all(t.measured + t.failed <= t.candidates for t in second.tasks)
+    assert sum(t.candidates for t in second.tasks) == len(_records(db))
+    third = tune(digits, "host", TuneOptions(database=db), log=logs.append)
+    assert third.measured == 0
+
+    bundle = edgert.compile(
+        digits, "host", tmp_path / "tuned.edgert", CompileOptions(tuning_db=(db,)), log=logs.append
+    )
+    sched = bundle.manifest["build"]["schedules"]
+    assert sched["tuned"] == len(second.tasks) and sched["naive"] == 0
+    assert any(f"schedules: {len(second.tasks)} tuned, 0 edgert default" in line for line in logs), logs
+    from edgert.runtime.session import check, run_in_process
+
+    assert all(a.ok for a in check(run_in_process(bundle, bundle.golden_inputs()), bundle))
+
+
+def test_defaults_only_ignores_database(digits, tmp_path):
+    import edgert
+    from edgert.compiler.build import CompileOptions
+
+    bundle = edgert.compile(digits, "host", tmp_path / "d.edgert", CompileOptions(schedules="default"), log=lambda _: None)
+    sched = bundle.manifest["build"]["schedules"]
+    assert sched["tuned"] == 0 and sched["default"] >= 5 and sched["naive"] == 0
+
+
+def test_tune_refuses_arm_target_without_device(digits, tmp_path):
+    from edgert.compiler.tuning import TuneOptions, tune
+    from edgert.errors import TuningError
+
+    with pytest.raises(TuningError, match="--device qemu"):
+        tune(digits, "rpi4", TuneOptions(database=tmp_path / "db"), log=lambda _: None)
+    with pytest.raises(TuningError, match="--trials"):
+        tune(digits, "host", TuneOptions(trials=0, database=tmp_path / "db"), log=lambda _: None)
+
+
+def test_cli_tune_then_compile(digits, tmp_path):
+    from click.testing import CliRunner
+
+    from edgert.cli import main
+
+    db = tmp_path / "db"
+    r = CliRunner().invoke(main, ["tune", str(digits), "--trials", "4", "--db", str(db)])
+    assert r.exit_code == 0, r.output
+    assert "4 candidates measured, 0 failed" in r.output
+    r = CliRunner().invoke(main, ["compile", str(digits), "--tuning-db", str(db), "-o", str(tmp_path / "b.edgert")])
+    assert r.exit_code == 0, r.output
+    assert "schedules: 1 tuned, 6 edgert default, 0 naive" in r.output
