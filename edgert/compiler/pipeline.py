@@ -52,6 +52,8 @@ def fuse(mod, tgt):
                 relax.transform.FoldConstant(),
                 relax.transform.FuseOps(),
                 relax.transform.FuseTIR(),
+                # Marks constant-weight parameters so templates may repack them.
+                relax.transform.AttachAttrLayoutFreeBuffers(),
             ]
         )(mod)
     return mod
@@ -63,6 +65,7 @@ def lower(mod, tgt, mode: str = "auto", databases: list[Path] | None = None):
     Returns ``(mod, LowerReport)``; ``mod`` is ready for ``finalize_pipeline``.
     """
     import tvm
+    from tvm import relax
 
     report = LowerReport()
     target = tgt.tvm_target()
@@ -83,6 +86,10 @@ def lower(mod, tgt, mode: str = "auto", databases: list[Path] | None = None):
     from edgert.compiler.schedules import apply_defaults
 
     mod, _ = apply_defaults(mod, CpuInfo.from_target(tgt), report.counts)
+    with target:
+        # Weight repacking blocks become their own functions, evaluated at compile time.
+        mod = relax.transform.SplitLayoutRewritePreproc()(mod)
+        mod = relax.transform.FoldConstant()(mod)
     return mod, report
 
 

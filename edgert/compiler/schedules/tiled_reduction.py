@@ -120,6 +120,11 @@ def apply(sch, cpu: CpuInfo, knobs: Knobs) -> None:
     nest = [vo, *outer] if weights_outer else [*outer, vo]
     sch.reorder(*nest, *reduce, *([ti] if ti is not None else []), vi)
 
+    # Constant weights are repacked at compile time so that one output-channel block's
+    # weights are contiguous in the order the kernel reads them (HWIO → O/V,H,W,I,V).
+    if vec_extent % vec_inner == 0 and knobs.choose([0, 1], 1):
+        _pack_weight(sch, block, vec_inner)
+
     wb = sch.cache_write(block, 0, "local")
     # Fused elementwise consumers (bias, ReLU, residual add) run on the register tile.
     for _ in range(16):
@@ -172,3 +177,31 @@ def _largest_read_bytes(sch, block, skip_weight: bool) -> int:
     if skip_weight and w in sizes:
         sizes.remove(w)
     return max(sizes, default=0)
+
+
+def _layout_free_names(sch) -> set[str]:
+    """Parameters Relax marked as constant weights (AttachAttrLayoutFreeBuffers)."""
+    func = sch.mod["main"]
+    attrs = func.attrs or {}
+    if "layout_free_buffers" not in attrs:
+        return set()
+    return {func.params[int(i)].name for i in attrs["layout_free_buffers"]}
+
+
+def _pack_weight(sch, block, vec: int) -> bool:
+    stmt = sch.get(block)
+    names = _layout_free_names(sch)
+    spatial_vars = [iv.var for iv in stmt.iter_vars if iv.iter_type == 0]
+    last = spatial_vars[-1]
+    for i, r in enumerate(stmt.reads):
+        idx = r.region[-1].min
+        if r.source.name not in names or len(r.region) < 2:
+            continue
+        if not (hasattr(idx, "same_as") and idx.same_as(last)):
+            continue
+        cache = sch.cache_read(block, i, "global")
+        sch.transform_layout(cache, ("write", 0), lambda *ax: (ax[-1] // vec, *ax[:-1], ax[-1] % vec))
+        # Relax's SplitLayoutRewritePreproc moves this block out; FoldConstant runs it once.
+        sch.annotate(cache, "meta_schedule.layout_rewrite_preproc", True)
+        return True
+    return False
