@@ -1,11 +1,12 @@
 """Sparse vs dense: a ResNet-class 3x3 conv stack pruned unstructured by magnitude.
 
-    python tools/bench_sparse.py [--sparsity 0.5,0.8,0.9,0.95] [--threads 1,2] [--runs 30]
+    python tools/bench_sparse.py [--sparsity 0.5,0.8,0.9,0.95] [--threads 1,2] [--runs 30] [--tuning-db DIR]
 
-Prints, per sparsity and thread count, the median latency of the dense model and of the
-sparse build (edgert.compiler.sparse kernels) and their ratio. The dense figure is
-onnxruntime's (MLAS, a well-tuned dense conv) as a stand-in for edgert's dense tuned bundle
-until the compile pipeline with default schedules lands; the column says which it is.
+Prints, per sparsity and thread count, the median latency of the dense stack compiled by
+edgert (default schedules, and tuned: the stack's dense workloads are tuned first with
+``edgert.compiler.tuning.tune`` into ``--tuning-db`` unless it already has their records),
+of onnxruntime (MLAS) as an outside reference, and of the sparse build (edgert's CSR
+kernels, remaining dense layers tuned), with the ratio sparse vs dense tuned.
 tools/bench_runtimes.py calls ``bench_rows(threads=N, quick=...)`` (JSON rows); ``rows()`` gives typed rows.
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 # (in channels, out channels, input size, stride): ResNet's three middle stages, with the
 # strided convs that join them.
 STACK = ((64, 64, 56, 1), (64, 128, 56, 2), (128, 128, 28, 1), (128, 256, 28, 2), (256, 256, 14, 1))
-DENSE_LABEL = "onnxruntime (dense stand-in)"
+DENSE_LABEL = "edgert dense bundle, tuned"
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,8 @@ class Row:
     dense: str  # what the dense column measured
     dense_ms: float
     sparse_ms: float
+    dense_default_ms: float
+    ort_ms: float
     sparse_layers: int  # layers that took the sparse kernel
     max_abs_err: float  # sparse build vs onnxruntime on the same pruned model
 
@@ -88,36 +91,60 @@ def _set_tvm_threads(n: int) -> None:
     tvm.get_global_func("runtime.config_threadpool")(1, n)
 
 
-def rows(sparsities=(0.5, 0.8, 0.9, 0.95), threads=(1, 2), runs: int = 30, target: str = "host") -> list[Row]:
+def _tuning_db(db, tgt, minutes: float):
+    """A database holding the stack's dense workloads: reuse ``db``, or tune into it."""
+    import tempfile
+    from pathlib import Path
+
+    from edgert.compiler.tuning import TuneOptions, tune
+
+    db = Path(db) if db else Path(tempfile.gettempdir()) / "edgert-bench-sparse-db"
+    path = db.parent / "sparse_stack_dense.onnx"
+    db.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(stack_model(0.0).SerializeToString())
+    # Resumes: candidates already in the database are not measured again.
+    tune(path, tgt, TuneOptions(database=db, minutes=minutes), log=lambda m: print(m, flush=True))
+    return db
+
+
+def rows(
+    sparsities=(0.5, 0.8, 0.9, 0.95), threads=(1, 2), runs: int = 30, target: str = "host", tuning_db=None, tune_minutes: float = 10.0
+) -> list[Row]:
     """Measure every (sparsity, threads) pair; see the module docstring."""
     import onnxruntime as ort
     import tvm
     from tvm import relax
     from tvm.relax.frontend.onnx import from_onnx
 
+    from edgert.compiler import pipeline
     from edgert.compiler.sparse import sparsify
     from edgert.compiler.targets import load_target
 
     tgt = load_target(target)
+    db = _tuning_db(tuning_db, tgt, tune_minutes)
     x = np.random.default_rng(1).standard_normal((1, STACK[0][0], STACK[0][2], STACK[0][2])).astype("float32")
+    xt = tvm.runtime.tensor(x)
     out: list[Row] = []
     for sp in sparsities:
         model = stack_model(sp)
+        dense_tuned, rep_t = pipeline.build(from_onnx(model, keep_params_in_input=False), tgt, "auto", [db])
+        dense_default, _ = pipeline.build(from_onnx(model, keep_params_in_input=False), tgt, "default")
         mod, report = sparsify(from_onnx(model, keep_params_in_input=False), tgt)
-        vm = relax.VirtualMachine(tvm.compile(mod, target=tgt.tvm_target()), tvm.cpu())
-        xt = tvm.runtime.tensor(x)
+        sparse, _ = pipeline.build(mod, tgt, "auto", [db])
+        vms = {k: relax.VirtualMachine(ex, tvm.cpu()) for k, ex in (("tuned", dense_tuned), ("default", dense_default), ("sparse", sparse))}
         sessions = {}
         for n in threads:
             so = ort.SessionOptions()
             so.intra_op_num_threads, so.inter_op_num_threads = n, 1
             sessions[n] = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
         ref = sessions[threads[0]].run(None, {"x": x})[0]
-        err = float(np.abs(vm["main"](xt).numpy() - ref).max())
+        err = float(np.abs(vms["sparse"]["main"](xt).numpy() - ref).max())
+        label = f"{DENSE_LABEL} ({len(rep_t.counts.tuned)} of {len(rep_t.counts.tuned) + len(rep_t.counts.default)} workloads tuned)"
         for n in threads:
-            dense_ms = _median_ms(lambda s=sessions[n]: s.run(None, {"x": x}), runs)
+            ort_ms = _median_ms(lambda s=sessions[n]: s.run(None, {"x": x}), runs)
             _set_tvm_threads(n)
-            sparse_ms = _median_ms(lambda f=vm["main"], t=xt: f(t), runs)
-            out.append(Row(sp, n, DENSE_LABEL, dense_ms, sparse_ms, report.sparse_count, err))
+            ms = {k: _median_ms(lambda f=vm["main"]: f(xt), runs) for k, vm in vms.items()}
+            out.append(Row(sp, n, label, ms["tuned"], ms["sparse"], ms["default"], ort_ms, report.sparse_count, err))
     return out
 
 
@@ -128,12 +155,17 @@ def bench_rows(threads: int = 1, quick: bool = False) -> list[dict]:
 
 
 def format_table(table: list[Row]) -> str:
-    head = f"{'sparsity':>8} {'threads':>7} {'dense ms':>9} {'sparse ms':>10} {'speedup':>8} {'sparse layers':>13}"
-    lines = [f"dense = {table[0].dense if table else DENSE_LABEL}; sparse = edgert sparse kernels (TVM)", head]
+    lines = [
+        f"dense = {table[0].dense if table else DENSE_LABEL}; sparse = edgert CSR kernels; ratio = dense tuned / sparse",
+        "",
+        "| sparsity | threads | onnxruntime ms | edgert dense default ms | edgert dense tuned ms | edgert sparse ms "
+        "| sparse vs dense tuned | sparse layers |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in table:
         lines.append(
-            f"{r.sparsity:>8.0%} {r.threads:>7} {r.dense_ms:>9.2f} {r.sparse_ms:>10.2f} {r.speedup:>7.2f}x "
-            f"{r.sparse_layers:>6}/{len(STACK)}"
+            f"| {r.sparsity:.0%} | {r.threads} | {r.ort_ms:.2f} | {r.dense_default_ms:.2f} | {r.dense_ms:.2f} | {r.sparse_ms:.2f} "
+            f"| {r.speedup:.2f}x | {r.sparse_layers}/{len(STACK)} |"
         )
     return "\n".join(lines)
 
@@ -144,9 +176,16 @@ def main() -> None:
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--target", default="host")
+    ap.add_argument("--tuning-db", default=None, help="database for the dense stack (tuned into when it lacks records)")
+    ap.add_argument("--tune-minutes", type=float, default=10.0)
     args = ap.parse_args()
     table = rows(
-        tuple(float(s) for s in args.sparsity.split(",")), tuple(int(t) for t in args.threads.split(",")), args.runs, args.target
+        tuple(float(s) for s in args.sparsity.split(",")),
+        tuple(int(t) for t in args.threads.split(",")),
+        args.runs,
+        args.target,
+        args.tuning_db,
+        args.tune_minutes,
     )
     print(format_table(table))
 

@@ -18,7 +18,7 @@ sys.path.insert(0, str(ROOT))
 
 def main() -> int:
     from edgert.compiler.targets import load_target
-    from edgert.compiler.tuning import TuneOptions, class_key, tune
+    from edgert.compiler.tuning import TuneOptions, class_key, compact_database, tune
     from edgert.zoo.registry import list_models
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -32,9 +32,9 @@ def main() -> int:
         if wanted and model.name not in wanted:
             continue
         print(f"== {model.name}", flush=True)
-        report = tune(model.onnx_path, tgt, TuneOptions(minutes=args.minutes_per_model, database=db))
-        print(report.summary(), flush=True)
-    print(f"database: {db.relative_to(ROOT)}")
+        tune(model.onnx_path, tgt, TuneOptions(minutes=args.minutes_per_model, database=db))
+    n = compact_database(db)
+    print(f"database: {db.relative_to(ROOT)} ({n} workloads, best record of each)")
     return 0
 
 

@@ -65,7 +65,6 @@ def lower(mod, tgt, mode: str = "auto", databases: list[Path] | None = None):
     Returns ``(mod, LowerReport)``; ``mod`` is ready for ``finalize_pipeline``.
     """
     import tvm
-    from tvm import relax
 
     report = LowerReport()
     target = tgt.tvm_target()
@@ -86,11 +85,81 @@ def lower(mod, tgt, mode: str = "auto", databases: list[Path] | None = None):
     from edgert.compiler.schedules import apply_defaults
 
     mod, _ = apply_defaults(mod, CpuInfo.from_target(tgt), report.counts)
-    with target:
-        # Weight repacking blocks become their own functions, evaluated at compile time.
-        mod = relax.transform.SplitLayoutRewritePreproc()(mod)
-        mod = relax.transform.FoldConstant()(mod)
+    mod = prepack_weights(mod)
     return mod, report
+
+
+def prepack_weights(mod):
+    """Weights a template repacked: drop the packing block, pack the constant once here.
+
+    (Relax's SplitLayoutRewritePreproc does this too but refuses modules holding
+    hand-written kernels without a root block, such as the sparse ones.)
+    """
+    import tvm
+    from tvm import relax
+    from tvm.relax import PyExprMutator, expr_functor
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+    from edgert.compiler.schedules.tiled_reduction import pack
+
+    packs = {}
+    for gv, func in list(mod.functions.items()):
+        if not isinstance(func, tvm.tirx.PrimFunc):
+            continue
+        info = _pack_annotation(func)
+        if info is None:
+            continue
+        new = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(tvm.IRModule({"main": func}))["main"]
+        # Rebuilt so that its Relax-visible type follows the new (packed) parameter.
+        packs[gv.name_hint] = (tvm.tirx.PrimFunc(new.params, new.body, new.ret_type, new.attrs), info)
+    if not packs:
+        return mod
+    call_tir = tvm.ir.Op.get("relax.call_tir")
+
+    @expr_functor.mutator
+    class _Rewriter(PyExprMutator):
+        def __init__(self, mod):
+            super().__init__(mod)
+            # New GlobalVars: a GlobalVar keeps the type of the function it was made for.
+            self.gvs = {name: self.builder_.add_func(f, name + "_packed") for name, (f, _) in packs.items()}
+
+        def visit_call_(self, call):
+            call = super().visit_call_(call)
+            if not (isinstance(call, relax.Call) and call.op.same_as(call_tir)):
+                return call
+            name = getattr(call.args[0], "name_hint", "")
+            if name not in packs:
+                return call
+            index, vec = packs[name][1]
+            fields = list(call.args[1].fields)
+            const = fields[index]
+            if not isinstance(const, tvm.ir.GenericConst):
+                raise ValueError(f"{name}: repacked weight is not a constant")
+            fields[index] = relax.const(pack(const.value.numpy(), vec))
+            return relax.Call(call.op, [self.gvs[name], relax.Tuple(fields), *call.args[2:]], call.attrs, call.ty_args)
+
+    rewriter = _Rewriter(mod)
+    for gv, func in list(mod.functions_items()):
+        if isinstance(func, relax.Function):
+            rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
+    return relax.transform.DeadCodeElimination()(rewriter.builder_.get())
+
+
+def _pack_annotation(func):
+    """(parameter index, vector width) from a template's packing block, or None."""
+    from tvm import s_tir
+
+    try:
+        sch = s_tir.Schedule(func)
+        blocks = sch.get_child_blocks(sch.get_sblock("root"))
+    except Exception:  # hand-written kernels without a root block pack nothing
+        return None
+    found = []
+    for b in blocks:
+        ann = sch.get(b).annotations
+        if "edgert.pack_param" in ann:
+            found.append((int(ann["edgert.pack_param"]), int(ann["edgert.pack_vec"])))
+    return found[0] if found else None
 
 
 def finalize_pipeline(tgt):

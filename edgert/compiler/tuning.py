@@ -82,6 +82,44 @@ def open_database(path: Path, readonly: bool = False):
         raise TuningError(f"tuning database {path} cannot be read ({_last_line(exc)}); move it aside and tune again") from None
 
 
+def compact_database(path: Path) -> int:
+    """Keep only the best record per workload (what compiles use); returns the workload count.
+
+    The full history matters while tuning (resume); a shipped database needs the winners only.
+    """
+    import shutil
+    import tempfile
+
+    import tvm_ffi
+    from tvm.s_tir import meta_schedule as ms
+
+    path = Path(path)
+    db = open_database(path, readonly=True)
+    if db is None:
+        return 0
+    tmp = Path(tempfile.mkdtemp(prefix=".compact-", dir=path.parent))
+    try:
+        out = open_database(tmp)
+        best: dict[int, object] = {}
+        for rec in db.get_all_tuning_records():
+            key = int(tvm_ffi.structural_hash(rec.workload.mod))
+            if key not in best or _median_ms(rec.run_secs) < _median_ms(best[key].run_secs):
+                best[key] = rec
+        for rec in best.values():
+            wl = out.commit_workload(rec.workload.mod)
+            out.commit_tuning_record(
+                ms.database.TuningRecord(
+                    trace=rec.trace, workload=wl, run_secs=rec.run_secs, target=rec.target, args_info=rec.args_info
+                )
+            )
+        del out
+        for name in (_WORKLOADS, _RECORDS):
+            (tmp / name).replace(path / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return len(best)
+
+
 # ---------------------------------------------------------------- applying records
 
 
@@ -236,7 +274,9 @@ def tune(model, target, options: TuneOptions | None = None, log: Log = _stderr) 
                 todo = todo[:budget]
             runs = {}
             if todo:
-                runs = measure(task, todo)
+                bar = _Progress(f"[{i}/{len(tasks)}] {name}", len(todo))
+                runs = measure(task, todo, bar.step)
+                bar.done()
                 if budget is not None:
                     budget -= len(todo)
             for sch, outcome in runs.items():
@@ -327,6 +367,30 @@ def _record(sch, workload, secs, target, task):
     )
 
 
+class _Progress:
+    """A one-line progress bar on a terminal (nothing when stderr is a file or pipe)."""
+
+    def __init__(self, label: str, total: int):
+        self.label, self.total, self.n = label, total, 0
+        self.tty = sys.stderr.isatty()
+        self.t0 = time.perf_counter()
+
+    def step(self) -> None:
+        self.n += 1
+        if self.tty and self.total:
+            width = 24
+            fill = int(width * self.n / self.total)
+            rate = (time.perf_counter() - self.t0) / self.n
+            eta = rate * (self.total - self.n)
+            sys.stderr.write(f"\r[edgert] {self.label} [{'#' * fill}{'.' * (width - fill)}] {self.n}/{self.total} ~{eta:.0f}s ")
+            sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.tty and self.total:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+
+
 class _measurer:
     """Context manager giving ``measure(task, schedules) -> {schedule: (run_secs, error)}``."""
 
@@ -353,7 +417,7 @@ class _measurer:
         self._exit = cm.__exit__
         target = self.tgt.tvm_target()
 
-        def measure(task, schedules):
+        def measure(task, schedules, step=lambda: None):
             from tvm.s_tir import meta_schedule as ms
 
             inputs = [ms.builder.BuilderInput(s.mod, target) for s in schedules]
@@ -373,6 +437,7 @@ class _measurer:
                     out[s] = (None, "run failed: " + _last_line(r.error_msg))
                 else:
                     out[s] = ([float(x) for x in r.run_secs], None)
+                step()
             for b in built:
                 if b.artifact_path:
                     Path(b.artifact_path).unlink(missing_ok=True)
@@ -380,29 +445,31 @@ class _measurer:
 
         return measure
 
-    def _local_measure(self, task, schedules):
+    def _local_measure(self, task, schedules, step=lambda: None):
         import numpy as np
         import tvm
+        from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
 
         target = self.tgt.tvm_target()
         dev = tvm.cpu()
-        args = None
         out = {}
         for s in schedules:
             try:
-                lib = tvm.compile(s.mod, target=target)
+                # Weight repacking runs once at compile time, not per call: time the kernel only.
+                mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(s.mod)
+                lib = tvm.compile(mod, target=target)
             except Exception as exc:
                 out[s] = (None, "build failed: " + _last_line(exc))
                 continue
             try:
-                if args is None:
-                    args = _random_args(task["main"], dev, np)
+                args = _random_args(mod["main"], dev, np)
                 timer = lib.mod.time_evaluator(
                     "main", dev, number=self.options.number, repeat=self.options.repeat, min_repeat_ms=20
                 )
                 out[s] = (list(timer(*args).results), None)
             except Exception as exc:
                 out[s] = (None, "run failed: " + _last_line(exc))
+            step()
         return out
 
     def __exit__(self, *exc):

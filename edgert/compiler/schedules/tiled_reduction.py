@@ -193,6 +193,7 @@ def _pack_weight(sch, block, vec: int) -> bool:
     names = _layout_free_names(sch)
     spatial_vars = [iv.var for iv in stmt.iter_vars if iv.iter_type == 0]
     last = spatial_vars[-1]
+    params = [p.name for p in sch.mod["main"].params]
     for i, r in enumerate(stmt.reads):
         idx = r.region[-1].min
         if r.source.name not in names or len(r.region) < 2:
@@ -201,7 +202,18 @@ def _pack_weight(sch, block, vec: int) -> bool:
             continue
         cache = sch.cache_read(block, i, "global")
         sch.transform_layout(cache, ("write", 0), lambda *ax: (ax[-1] // vec, *ax[:-1], ax[-1] % vec))
-        # Relax's SplitLayoutRewritePreproc moves this block out; FoldConstant runs it once.
+        # The pipeline (pipeline.prepack_weights) removes this block and packs the constant
+        # once at compile time; the annotations say which parameter and how.
         sch.annotate(cache, "meta_schedule.layout_rewrite_preproc", True)
+        sch.annotate(cache, "edgert.pack_param", params.index(r.source.name))
+        sch.annotate(cache, "edgert.pack_vec", vec)
         return True
     return False
+
+
+def pack(weight, vec: int):
+    """The numpy twin of the layout ``_pack_weight`` gives: (..., C) → (C/vec, ..., vec)."""
+    import numpy as np
+
+    w = weight.reshape(*weight.shape[:-1], weight.shape[-1] // vec, vec)
+    return np.ascontiguousarray(np.moveaxis(w, -2, 0))
