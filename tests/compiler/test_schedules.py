@@ -58,7 +58,11 @@ CASES = {
     ),
     "gemm": lambda: ([helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=1)], {"w": _w(40, 72), "b": _w(40)}, (1, 72)),
     "matmul_batched": lambda: ([helper.make_node("MatMul", ["x", "w"], ["y"])], {"w": _w(32, 48)}, (2, 10, 32)),
-    "maxpool": lambda: ([helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])], {}, (1, 16, 15, 15)),
+    "maxpool": lambda: (
+        [helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])],
+        {},
+        (1, 16, 15, 15),
+    ),
     "avgpool_global": lambda: ([helper.make_node("GlobalAveragePool", ["x"], ["y"])], {}, (1, 24, 7, 7)),
     "softmax": lambda: ([helper.make_node("Softmax", ["x"], ["y"], axis=-1)], {}, (2, 4, 37)),
     "layernorm": lambda: (
