@@ -23,7 +23,7 @@ from edgert.fsutil import atomic_dir, cache_dir, sha256_file
 TVM_VERSION = "0.27.0.post1"
 TVM_FFI_VERSION = "0.1.14.post1"
 
-_NATIVE_SOURCES = ("edgert.h", "edgert.cc", "edgert_run.cc")
+_NATIVE_SOURCES = ("edgert.h", "edgert.cc", "edgert_run.cc", "rpc_server.cc")
 _CXXFLAGS = ("-std=c++17", "-O2", "-Wall", "-Wextra")
 _ELF_MACHINES = {0x3E: "x86_64", 0xB7: "aarch64", 0x28: "arm", 0x03: "x86"}
 
@@ -231,9 +231,13 @@ def _compile(cxx: str, sources: Path, include: Path, libs: RuntimeLibs, out: Pat
         "-Wl,--no-as-needed", "-ltvm_runtime", "-ltvm_ffi", "-Wl,--as-needed", "-ldl",
         "-Wl,-rpath,$ORIGIN",
     ])
+    # rpc_server.cc (edgert-run --rpc-server) calls tvm-ffi directly and needs libtvm_runtime's
+    # RPC server registered, hence the direct runtime libraries on the runner.
     _run_cxx(target, [
-        cxx, *_CXXFLAGS, str(sources / "edgert_run.cc"), "-o", str(runner),
-        f"-L{lib.parent}", "-ledgert", f"-Wl,-rpath-link,{libs.dir}", "-Wl,-rpath,$ORIGIN/../lib",
+        cxx, *_CXXFLAGS, "-isystem", str(include), str(sources / "edgert_run.cc"), str(sources / "rpc_server.cc"),
+        "-o", str(runner), f"-L{lib.parent}", f"-L{libs.dir}", "-ledgert",
+        "-Wl,--no-as-needed", "-ltvm_runtime", "-ltvm_ffi", "-Wl,--as-needed",
+        f"-Wl,-rpath-link,{libs.dir}", "-Wl,-rpath,$ORIGIN/../lib",
     ])
 
 

@@ -408,13 +408,8 @@ class _measurer:
             # This machine: build and time in-process; MetaSchedule's worker processes cost
             # seconds per candidate here, more than the measurement itself.
             return self._local_measure
-        try:
-            from edgert.compiler import rpc
-        except ImportError:
-            raise TuningError(
-                "measuring on a device (--device/--tracker) is not in this edgert version yet; "
-                "tune a target of this machine's architecture, or follow issue 5 for device tuning over TVM RPC"
-            ) from None
+        from edgert.compiler import rpc
+
         cm = rpc.remote_measurement(
             self.tgt, device=self.options.device, tracker=self.options.tracker, key=self.options.key, evaluator_config=evaluator
         )

@@ -99,3 +99,18 @@ def test_shipped_database_covers_the_zoo_on_this_cpu_class(tmp_path, monkeypatch
     bundle = edgert.compile(get("tcn_kws").onnx_path, "host", tmp_path / "t.edgert", log=lambda _: None)
     sched = bundle.manifest["build"]["schedules"]
     assert sched["default"] == 0 and sched["naive"] == 0 and sched["tuned"] >= 5, sched
+
+
+@pytest.mark.qemu
+def test_tune_on_aarch64_under_qemu_over_rpc(qemu, digits, tmp_path):
+    """The device path: the aarch64 runner serves TVM RPC under qemu; records land and compile uses them."""
+    import edgert
+    from edgert.compiler.build import CompileOptions
+    from edgert.compiler.tuning import TuneOptions, tune
+
+    db = tmp_path / "db"
+    report = tune(digits, "generic-aarch64", TuneOptions(trials=4, database=db, device="qemu"), log=lambda _: None)
+    assert report.measured >= 1 and len(_records(db)) == report.measured
+    assert all(0 < t.best_ms < 1e4 for t in report.tasks if t.measured)
+    bundle = edgert.compile(digits, "generic-aarch64", tmp_path / "a.edgert", CompileOptions(tuning_db=(db,)), log=lambda _: None)
+    assert bundle.manifest["build"]["schedules"]["tuned"] >= 1

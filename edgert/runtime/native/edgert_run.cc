@@ -2,6 +2,7 @@
 //
 //   edgert-run BUNDLE_DIR [--input NAME=FILE.npy]... [--golden] [--output-dir DIR]
 //              [--warmup N] [--repeat N]
+//   edgert-run --rpc-server [...]      TVM RPC server for tuning on the device (rpc_server.cc)
 //
 // stdout gets exactly one line, "EDGERT " + JSON, whatever happens, so the host can
 // parse the result the same way over any transport; messages for people go to stderr.
@@ -26,11 +27,14 @@
 
 #include "edgert.h"
 
+// rpc_server.cc: `edgert-run --rpc-server ...`; prints its own EDGERT lines, returns the exit status.
+int EdgertRpcServerMain(int argc, char** argv);
+
 namespace {
 
 const char* kUsage =
     "usage: edgert-run BUNDLE_DIR [--input NAME=FILE.npy]... [--golden] [--output-dir DIR] "
-    "[--warmup N] [--repeat N]";
+    "[--warmup N] [--repeat N]  |  edgert-run --rpc-server [--host H] [--port N] [--tracker HOST:PORT --key KEY]";
 
 // ---------------------------------------------------------------- failures
 
@@ -415,6 +419,7 @@ std::string Run(const Options& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc > 1 && std::strcmp(argv[1], "--rpc-server") == 0) return EdgertRpcServerMain(argc, argv);
   Failure failure;
   try {
     std::string json = Run(ParseArgs(argc, argv));
