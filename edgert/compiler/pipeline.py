@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgert.compiler.schedules import CpuInfo, ScheduleCounts
+from edgert.compiler.schedules import CpuInfo, ScheduleCounts, is_scheduled
 
 # Channels-last activations and HWIO weights make the output-channel axis contiguous in
 # both the output and the weight, which the register-tiled template vectorises.
@@ -80,7 +80,7 @@ def lower(mod, tgt, mode: str = "auto", databases: list[Path] | None = None):
             report.counts.tuned.extend(tuned)
             report.databases.append(str(db_path))
     for gv, func in mod.functions.items():
-        if isinstance(func, tvm.tirx.PrimFunc) and gv.name_hint not in report.counts.tuned and _scheduled(func):
+        if isinstance(func, tvm.tirx.PrimFunc) and gv.name_hint not in report.counts.tuned and is_scheduled(func):
             report.counts.hand.append(gv.name_hint)
     from edgert.compiler.schedules import apply_defaults
 
@@ -194,7 +194,3 @@ def build(mod, tgt, mode: str = "auto", databases: list[Path] | None = None):
     ex = tvm.compile(mod, target=tgt.tvm_target(), relax_pipeline=finalize_pipeline(tgt))
     return ex, report
 
-
-def _scheduled(func) -> bool:
-    attrs = func.attrs
-    return bool(attrs is not None and "tirx.is_scheduled" in attrs and attrs["tirx.is_scheduled"])

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgert.compiler.schedules import is_scheduled
 from edgert.errors import EdgertError, TuningError
 from edgert.fsutil import cache_dir
 
@@ -136,7 +137,7 @@ def apply_database(mod, target, db):
 
     tuned, updates = [], {}
     for gv, func in mod.functions.items():
-        if not isinstance(func, tvm.tirx.PrimFunc) or _scheduled(func):
+        if not isinstance(func, tvm.tirx.PrimFunc) or is_scheduled(func):
             continue
         task = task_module(func)
         if not db.has_workload(task):
@@ -151,10 +152,6 @@ def apply_database(mod, target, db):
         mod[gv] = func
     return mod, tuned
 
-
-def _scheduled(func) -> bool:
-    attrs = func.attrs
-    return bool(attrs is not None and "tirx.is_scheduled" in attrs and attrs["tirx.is_scheduled"])
 
 
 # ---------------------------------------------------------------- tuning
@@ -332,7 +329,7 @@ def _tasks(mod):
             relax.analysis.post_order_visit(func, visit)
     out = []
     for gv, func in mod.functions.items():
-        if isinstance(func, tvm.tirx.PrimFunc) and not _scheduled(func):
+        if isinstance(func, tvm.tirx.PrimFunc) and not is_scheduled(func):
             out.append((gv.name_hint, func, calls.get(gv.name_hint, 1)))
 
     def cost(item):

@@ -24,6 +24,7 @@ __all__ = [
     "schedule_func",
     "enumerate_space",
     "apply_defaults",
+    "is_scheduled",
     "ScheduleCounts",
 ]
 
@@ -168,7 +169,7 @@ def apply_defaults(mod, cpu: CpuInfo, counts: ScheduleCounts | None = None):
     for gv, func in mod.functions.items():
         if not isinstance(func, tvm.tirx.PrimFunc):
             continue
-        if _is_scheduled(func):
+        if is_scheduled(func):
             continue
         scheduled, _ = schedule_func(func, cpu)
         if scheduled is None:
@@ -181,7 +182,8 @@ def apply_defaults(mod, cpu: CpuInfo, counts: ScheduleCounts | None = None):
     return mod, counts
 
 
-def _is_scheduled(func) -> bool:
+def is_scheduled(func) -> bool:
+    """Whether a PrimFunc already has a schedule (template, tuning record or hand-written kernel)."""
     attrs = func.attrs
     return bool(attrs is not None and "tirx.is_scheduled" in attrs and attrs["tirx.is_scheduled"])
 
