@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgert.compiler.schedules import is_scheduled
-from edgert.errors import EdgertError, TuningError
+from edgert.errors import TuningError
 from edgert.fsutil import cache_dir
 
 Log = Callable[[str], None]
@@ -499,7 +499,6 @@ def _last_line(exc) -> str:
 
 
 __all__ = [
-    "EdgertError",
     "TuneOptions",
     "TuneReport",
     "tune",
