@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.edgert-installed
-# Debian packages the tests and the demo need (cross compiler and qemu-user for aarch64 bundles).
-APT_PACKAGES := qemu-user-static g++-aarch64-linux-gnu
+# Debian packages the tests and the demo need (cross compiler and qemu-user for aarch64 bundles;
+# an OpenSSH server and client for the ssh transport's tests).
+APT_PACKAGES := qemu-user-static g++-aarch64-linux-gnu openssh-server openssh-client
 PYTEST_ARGS ?=
 
 .PHONY: install system-deps test demo lint clean

@@ -1,6 +1,7 @@
 """Command line: each command builds one typed config and calls one library function."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -10,6 +11,7 @@ import click
 
 from edgert.errors import EdgertError
 
+DEVICE_HELP = "local, qemu, ssh://USER@HOST[:PORT], adb[:SERIAL] or serial:///dev/ttyUSB0[?baud=115200]"
 
 def _handle_errors(fn):
     """Map EdgertError to one line on stderr and its exit code."""
@@ -105,7 +107,7 @@ def compile_cmd(
 @click.option("--trials", type=int, help="candidates to measure in all (default: every candidate)")
 @click.option("--minutes", type=float, help="stop after this many minutes (what was measured is kept)")
 @click.option("--db", type=click.Path(path_type=Path), help="database folder (default: the target's database in the edgert cache)")
-@click.option("--device", "-d", help="measure on a device: qemu, ssh://USER@HOST[:PORT] or adb[:SERIAL]")
+@click.option("--device", "-d", help="measure on a device: qemu or ssh://USER@HOST[:PORT]")
 @click.option("--tracker", metavar="HOST:PORT", help="TVM RPC tracker of a device farm")
 @click.option("--key", help="device key at the tracker")
 @click.option("--input-shape", multiple=True, metavar="NAME=1x3x224x224", help="pin an input's dynamic dimensions")
@@ -148,7 +150,7 @@ def _floats(text: str, flag: str) -> tuple[float, ...]:
 
 @main.command()
 @click.argument("bundle_path", metavar="BUNDLE", type=click.Path(path_type=Path))
-@click.option("--device", "-d", default="local", show_default=True, help="local or qemu")
+@click.option("--device", "-d", default="local", show_default=True, help=DEVICE_HELP)
 @click.option("--input", "inputs", multiple=True, metavar="NAME=FILE", help=".npy or image file per input (default: the golden input)")
 @click.option("--output-dir", type=click.Path(path_type=Path), help="write each output as NAME.npy here")
 @click.option("--check", is_flag=True, help="compare with the golden reference output; non-zero exit on mismatch")
@@ -157,13 +159,10 @@ def _floats(text: str, flag: str) -> tuple[float, ...]:
 def run(bundle_path: Path, device: str, inputs: tuple[str, ...], output_dir: Path | None, check: bool, timeout: float) -> None:
     """Run a compiled bundle on a device."""
     from edgert.bundle import Bundle
-    from edgert.device.local import open_device
-    from edgert.fsutil import atomic_write_bytes
-    from edgert.runtime import session
-    from edgert.runtime.inputs import load_input, parse_input_args, sanitize
+    from edgert.device import open_device
+    from edgert.runtime.inputs import load_input, parse_input_args
 
     bundle = Bundle.open(bundle_path)
-    dev = open_device(device)
     files = parse_input_args(inputs, bundle.inputs)
     feeds = None
     if files:
@@ -171,6 +170,16 @@ def run(bundle_path: Path, device: str, inputs: tuple[str, ...], output_dir: Pat
         golden = bundle.golden_inputs()
         feeds = {name: load_input(files[name], specs[name], bundle.image_config(name)) if name in files else golden[name]
                  for name in specs}
+    dev = open_device(device)
+    with contextlib.closing(dev):
+        _run_and_report(bundle, dev, feeds, output_dir, check, timeout)
+
+
+def _run_and_report(bundle, dev, feeds, output_dir: Path | None, check: bool, timeout: float) -> None:
+    from edgert.fsutil import atomic_write_bytes
+    from edgert.runtime import session
+    from edgert.runtime.inputs import sanitize
+
     result = session.run_on_device(bundle, dev, feeds, timeout=timeout)
     for spec in bundle.outputs:
         arr = result.outputs[spec.name]
@@ -193,6 +202,129 @@ def run(bundle_path: Path, device: str, inputs: tuple[str, ...], output_dir: Pat
         for a in session.check(golden_result.outputs, bundle):
             click.echo(f"check {a.name}: max|err| {a.max_abs_err:.3g} ({a.ratio:.2g} of max|ref|) vs "
                        f"{bundle.manifest['golden']['reference']}: ok")
+
+
+@main.command()
+@click.argument("source", metavar="BUNDLE|MODEL", type=click.Path(path_type=Path))
+@click.option("--device", "-d", required=True, help=DEVICE_HELP)
+@click.option("--target", "-t", help="with a MODEL (.onnx/.tflite): compile it for this board first (see 'edgert targets')")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="with a MODEL: keep the compiled bundle here")
+@click.option("--input-shape", multiple=True, metavar="NAME=1x3x224x224", help="with a MODEL: pin an input's dynamic dimensions")
+@click.option("--no-check", is_flag=True, help="skip the golden check on the device")
+@click.option("--timeout", default=600.0, show_default=True, help="seconds for each transfer or command on the device")
+@_handle_errors
+def deploy(source: Path, device: str, target: str | None, output: Path | None, input_shape: tuple[str, ...],
+           no_check: bool, timeout: float) -> None:
+    """Put a bundle on a device (only changed files are sent), verify it there and run its golden check.
+
+    Given a MODEL and --target, compiles it first.
+    """
+    import tempfile
+
+    from edgert.bundle import Bundle
+    from edgert.device import open_device
+    from edgert.device.deploy import deploy as deploy_bundle
+
+    is_model = source.suffix.lower() in (".onnx", ".tflite")
+    if not is_model and (target or output or input_shape):
+        raise EdgertError(f"{source} is a bundle (already compiled); --target, -o and --input-shape only go with a "
+                          ".onnx/.tflite MODEL")
+    if is_model and not target:
+        raise EdgertError(f"deploying the model {source.name} compiles it first; pass --target NAME (see 'edgert targets')")
+    with contextlib.ExitStack() as stack:
+        dev = stack.enter_context(contextlib.closing(open_device(device)))  # a bad device fails before a slow compile
+        if is_model:
+            from edgert.compiler.build import CompileOptions, compile
+            from edgert.compiler.targets import load_target
+            from edgert.errors import ArchMismatchError
+            from edgert.model import parse_input_shapes
+
+            if load_target(target).arch != dev.arch:
+                raise ArchMismatchError(f"target '{target}' is {load_target(target).arch} but {dev.name} runs {dev.arch}; "
+                                        "pick a target for that device (see 'edgert targets')")
+            if output is None:  # the device keeps the bundle; here it is only needed until then
+                output = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edgert-deploy-"))) / "bundle.edgert"
+            else:
+                click.echo(f"bundle: {output}")
+            options = CompileOptions(target=target, input_shapes=parse_input_shapes(input_shape))
+            bundle = compile(source, output=output, options=options)
+        else:
+            bundle = Bundle.open(source)
+        dep = deploy_bundle(bundle, dev, check=not no_check, timeout=timeout)
+    sent = f"sent {len(dep.sent)} file(s), {dep.bytes_sent / 1e6:.1f} MB; {len(dep.skipped)} unchanged"
+    if dep.damaged:
+        sent += f"; replaced {len(dep.damaged)} damaged: {', '.join(dep.damaged)}"
+    click.echo(f"deployed: {dep.remote_dir} on {dep.device} ({sent})")
+    click.echo(f"runner: {dep.runner}")
+    if dep.checked:
+        click.echo(f"golden check on {dep.device}: ok (vs {bundle.manifest['golden']['reference']})")
+
+
+@main.command()
+@click.argument("bundle_path", metavar="BUNDLE", type=click.Path(path_type=Path))
+@click.option("--device", "-d", default="local", show_default=True, help=DEVICE_HELP)
+@click.option("--warmup", default=10, show_default=True, help="untimed runs after the first (cold) one")
+@click.option("--repeat", default=100, show_default=True, help="timed runs")
+@click.option("--per-op", is_flag=True, help="time each compiled function (Relax VM instrument), ranked")
+@click.option("--energy", is_flag=True, help="energy per inference from the target's power rails (or RAPL, or --power)")
+@click.option("--power", multiple=True, metavar="PATH|SPEC",
+              help="power source on the device instead of the target's: a sysfs file (energy_uj, power_now, ...), "
+                   "a meter's serial port (/dev/ttyUSB0), or name=..,kind=power|vi|energy|stream,path=..[,scale=..]")
+@click.option("--energy-idle", default=1.0, show_default=True, help="seconds of idle baseline before the energy runs")
+@click.option("--energy-active", default=2.0, show_default=True, help="seconds the energy runs last at least")
+@click.option("--sample-ms", default=10, show_default=True, help="power sampling period (ms)")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="write the report as JSON here")
+@click.option("--plot", "plot_dir", type=click.Path(path_type=Path), help="write latency.png, per_op.png, power.png here")
+@click.option("--no-record", is_flag=True, help="do not add this run to the results history ('edgert results')")
+@click.option("--timeout", default=600.0, show_default=True, help="seconds before the device run is abandoned")
+@_handle_errors
+def profile(bundle_path: Path, device: str, warmup: int, repeat: int, per_op: bool, energy: bool, power: tuple[str, ...],
+            energy_idle: float, energy_active: float, sample_ms: int, json_path: Path | None, plot_dir: Path | None,
+            no_record: bool, timeout: float) -> None:
+    """Measure a bundle on a device: latency spread, cold start, CPU clock, peak memory, per-op time, energy."""
+    from edgert.bundle import Bundle
+    from edgert.device import open_device, results, views
+    from edgert.device.power import parse_power_arg
+    from edgert.device.profiler import ProfileOptions
+    from edgert.device.profiler import profile as run_profile
+    from edgert.fsutil import atomic_write_bytes
+
+    options = ProfileOptions(warmup=warmup, repeat=repeat, per_op=per_op, energy=energy or bool(power),
+                             power=tuple(parse_power_arg(p) for p in power), idle_s=energy_idle, active_s=energy_active,
+                             sample_ms=sample_ms, timeout=timeout)
+    bundle = Bundle.open(bundle_path)
+    with contextlib.closing(open_device(device)) as dev:
+        report = run_profile(bundle, dev, options).to_json()
+    click.echo(views.table(report))
+    if json_path:
+        import json
+
+        atomic_write_bytes(json_path, (json.dumps(report, indent=1) + "\n").encode())
+        click.echo(f"report: {json_path}")
+    if plot_dir:
+        click.echo(f"plots: {', '.join(str(p) for p in views.plot(report, plot_dir))}")
+    if not no_record:
+        click.echo(f"recorded as run {results.record(report)} ('edgert results' lists runs)")
+
+
+@main.command("results")
+@click.argument("ids", nargs=-1, type=int, metavar="[ID]...")
+@click.option("--compare", is_flag=True, help="side by side (the default for two or more IDs)")
+@click.option("--limit", default=20, show_default=True, help="list at most this many runs, newest first")
+@_handle_errors
+def results_cmd(ids: tuple[int, ...], compare: bool, limit: int) -> None:
+    """List recorded profiles; with one ID show that run; with two or more (or --compare ID ID) put
+    them side by side, e.g. float vs int8 on one device."""
+    from edgert.device import results, views
+
+    if compare and len(ids) < 2:
+        raise EdgertError("--compare needs two or more run ids, e.g. 'edgert results --compare 3 4'; 'edgert results' lists them")
+    if not ids:
+        click.echo(results.list_table(results.runs(limit)))
+    elif len(ids) == 1:
+        click.echo(views.table(results.report(ids[0])))
+    else:
+        click.echo(results.compare_table({i: results.report(i) for i in ids}))
 
 
 @main.group()

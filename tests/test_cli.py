@@ -169,3 +169,24 @@ def test_existing_non_bundle_output_is_never_replaced(data_dir, tmp_path):
     r = cli("compile", data_dir / "convnet_tiny.onnx", "-o", precious)
     one_line_error(r, 5, "not an edgert bundle")
     assert (precious / "notes.txt").read_text() == "keep me"
+
+
+def test_deploy_model_compiles_first_then_bundle_is_unchanged(tiny_bundle, tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGERT_CACHE_DIR", str(tmp_path / "cache"))
+    model = tiny_bundle("host").parent / "tiny.onnx"  # one conv: compiles in seconds
+    r = cli("deploy", model, "--target", "host", "--device", "local", "-o", tmp_path / "b.edgert")
+    assert r.exit_code == 0, r.output
+    assert f"deployed: {tmp_path / 'cache' / 'device' / 'local' / 'bundles'}" in r.stdout
+    assert "golden check on local: ok" in r.stdout and (tmp_path / "b.edgert" / "manifest.json").is_file()
+    again = cli("deploy", tmp_path / "b.edgert", "--device", "local", "--no-check")
+    assert again.exit_code == 0 and "sent 0 file(s)" in again.stdout and "golden check" not in again.stdout
+
+
+def test_deploy_usage_errors_one_line(data_dir, compiled, tmp_path):
+    bundle = compiled("convnet_tiny.onnx", "host").path
+    one_line_error(cli("deploy", data_dir / "convnet_tiny.onnx", "--device", "local"), 1, "pass --target NAME")
+    one_line_error(cli("deploy", bundle, "--device", "local", "--target", "rpi4"), 1, "already compiled")
+    one_line_error(cli("deploy", bundle, "--device", "pi@board"), 2, "ssh://pi@board")
+    one_line_error(cli("deploy", data_dir / "convnet_tiny.onnx", "--target", "rpi4", "--device", "local",
+                       "-o", tmp_path / "x"), 5, "rpi4", "aarch64")
+    assert not (tmp_path / "x").exists()  # refused before compiling

@@ -17,7 +17,7 @@ ACCURACY_SAMPLES = 40  # one emulated run each
 
 def main() -> int:
     import edgert
-    from edgert.device.local import open_device
+    from edgert.device import open_device
     from edgert.runtime import session
     from edgert.zoo import evaluate, get
 

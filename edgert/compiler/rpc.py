@@ -305,20 +305,130 @@ class LocalTransport:
         shutil.rmtree(self._dir, ignore_errors=True)
 
 
+class _SSHProcess(_LocalProcess):
+    """A command on an ssh device with its output streamed back. sshd starts each command as a
+    session leader, so its process id is also the group of everything it forks; stop() signals
+    that group on the device (ending the local ssh client alone would leave it running there)."""
+
+    def __init__(self, ssh, argv: list[str], log_path: Path):
+        import shlex
+
+        remote = f"echo EDGERT_PID $$; exec {shlex.join(str(a) for a in argv)}"
+        super().__init__([*ssh.ssh_args("-o", "ControlMaster=no"), "--", ssh.config.destination, remote], log_path)
+        self._ssh = ssh
+        self._pid = None
+        deadline = time.monotonic() + 60
+        while self._pid is None and time.monotonic() < deadline:  # skips what login scripts print first
+            line = self.readline(deadline - time.monotonic())
+            if line is None:
+                break
+            if line.startswith("EDGERT_PID "):
+                self._pid = int(line.split()[1])
+
+    def stop(self) -> None:
+        from edgert.device.transport import sh
+        from edgert.errors import EdgertError
+
+        if self._pid is not None:
+            for sig in ("TERM", "KILL"):  # TERM first: the server removes its work folder
+                with contextlib.suppress(EdgertError):
+                    self._ssh.run(sh(f'kill -{sig} -"$1" 2>/dev/null', str(self._pid)), timeout=15)
+                deadline = time.monotonic() + 10
+                while self.poll() is None and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                if self.poll() is not None:
+                    break
+            self._pid = None
+        super().stop()
+
+
+class SSHRPCTransport:
+    """A board over ssh (an :class:`edgert.device.ssh.SSHTransport`): the runner goes to a private
+    folder in its workdir, the server runs as a background ssh command, and ports are forwarded
+    through the ssh master connection (``ssh -O forward -L/-R``)."""
+
+    shares_network = False
+
+    def __init__(self, ssh):
+        self.ssh = ssh
+        self.name = ssh.name
+        self.arch = ssh.arch
+        self._dir: str | None = None
+        self._logs = Path(tempfile.mkdtemp(prefix="edgert-rpc-ssh-"))
+
+    def push_runner(self, target: Target) -> str:
+        import uuid
+
+        from edgert.compiler import toolchain
+
+        native = toolchain.build_native(target)
+        libs = toolchain.runtime_libs(target)
+        stage = self._logs / "runner"
+        (stage / "bin").mkdir(parents=True, exist_ok=True)
+        (stage / "lib").mkdir(exist_ok=True)
+        shutil.copy2(native.runner, stage / "bin" / "edgert-run")
+        shutil.copy2(native.libedgert, stage / "lib" / "libedgert.so")
+        for rel, src in libs.files.items():
+            shutil.copy2(src, stage / rel)
+        self._dir = posixpath.join(self.ssh.workdir(), f"rpc-{uuid.uuid4().hex[:12]}")
+        self.ssh.push(stage, self._dir)
+        return posixpath.join(self._dir, "bin", "edgert-run")
+
+    def spawn(self, argv: list[str]) -> BackgroundCommand:
+        log = Path(tempfile.mkstemp(prefix="server-", suffix=".log", dir=self._logs)[1])
+        return _SSHProcess(self.ssh, argv, log)
+
+    def _mux(self, *args: str) -> str:
+        try:
+            p = subprocess.run([*self.ssh.ssh_args(*args), "--", self.ssh.config.destination],
+                               stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+        except subprocess.TimeoutExpired:
+            raise TuningError(f"port forwarding on {self.name} did not answer within 30 s") from None
+        if p.returncode != 0:
+            raise TuningError(f"port forwarding on {self.name} failed: {p.stderr.strip()}; check that its sshd "
+                              "allows forwarding (AllowTcpForwarding)")
+        return p.stdout
+
+    def forward(self, device_port: int, local_port: int | None = None) -> int:
+        local_port = local_port or _free_port()
+        self._mux("-O", "forward", "-L", f"127.0.0.1:{local_port}:127.0.0.1:{device_port}")
+        return local_port
+
+    def reverse(self, host_port: int) -> int:
+        out = self._mux("-O", "forward", "-R", f"127.0.0.1:0:127.0.0.1:{host_port}")
+        try:
+            return int(out.strip().split()[-1])  # ssh prints the port the device side got
+        except (ValueError, IndexError):
+            raise TuningError(f"port forwarding on {self.name} gave no port ({out.strip()!r})") from None
+
+    def close(self) -> None:
+        from edgert.errors import EdgertError
+
+        if self._dir is not None:
+            with contextlib.suppress(EdgertError):
+                self.ssh.run(["rm", "-rf", self._dir], timeout=30)
+            self._dir = None
+        self.ssh.close()  # ends the master connection and with it every forward
+        shutil.rmtree(self._logs, ignore_errors=True)
+
+
 def open_transport(device: str | RPCTransport) -> RPCTransport:
-    """A transport for a device spec: ``local``, ``qemu``, or an :class:`RPCTransport` object."""
+    """A transport for a device spec (``local``, ``qemu``, ``ssh://...``) or an :class:`RPCTransport` object."""
     if not isinstance(device, str):
         return device
-    if device in ("local", "qemu"):
-        from edgert.device.local import open_device
+    from edgert.device import open_device
 
+    if device in ("local", "qemu"):
         return LocalTransport(open_device(device))
-    if device.startswith(("ssh://", "adb")):
+    if device.startswith("ssh://"):
+        return SSHRPCTransport(open_device(device))
+    if device.startswith("adb"):
         raise TuningError(
-            f"tuning over RPC on '{device}' needs the ssh/adb transport, which this edgert version lacks; "
-            "start 'edgert-run --rpc-server --tracker HOST:PORT --key KEY' on the board and pass --tracker/--key"
+            f"tuning over RPC on '{device}' needs adb port forwarding, which this edgert version lacks; "
+            "start 'edgert-run --rpc-server --tracker HOST:PORT --key KEY' on the phone and pass --tracker/--key"
         )
-    raise TuningError(f"unknown device '{device}'; RPC tuning runs on: local, qemu (or --tracker HOST:PORT --key KEY)")
+    raise TuningError(f"unknown device '{device}'; RPC tuning runs on: local, qemu, ssh://USER@HOST "
+                      "(or --tracker HOST:PORT --key KEY)")
 
 
 # ------------------------------------------------------------------ the server on the device
@@ -707,6 +817,7 @@ __all__ = [
     "RPCTransport",
     "BackgroundCommand",
     "LocalTransport",
+    "SSHRPCTransport",
     "MeasureStats",
     "open_transport",
     "rpc_server",

@@ -1,30 +1,39 @@
-"""Devices on this machine: native execution, and aarch64 under qemu-user."""
+"""Devices on this machine: native execution, and aarch64 under qemu-user.
+
+Both see this machine's files (``host_files``): push and pull are plain copies, and callers
+may run a bundle where it already lies instead of deploying a copy.
+"""
 from __future__ import annotations
 
 import os
 import platform
 import shutil
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
-from edgert.errors import EdgertError, RunError, ToolchainError
+from edgert.device.transport import Completed, TransportError, TransportTimeout
+from edgert.errors import ToolchainError
 
-
-@dataclass(frozen=True)
-class Completed:
-    returncode: int
-    stdout: str
-    stderr: str
+_ELF_AARCH64 = 183  # e_machine of an aarch64 ELF file
 
 
 class LocalDevice:
-    """Runs commands natively on this machine."""
+    """Runs commands natively on this machine; its work folder is in edgert's cache."""
 
     name = "local"
+    host_files = True
 
-    def __init__(self) -> None:
+    def __init__(self, workdir: str | Path | None = None) -> None:
         self.arch = platform.machine()
+        self._workdir = Path(workdir) if workdir else None
+
+    def workdir(self) -> str:
+        if self._workdir is None:
+            from edgert.fsutil import cache_dir
+
+            self._workdir = cache_dir("device", self.name)
+        self._workdir.mkdir(parents=True, exist_ok=True)
+        return str(self._workdir)
 
     def wrap(self, argv: list[str]) -> list[str]:
         return argv
@@ -32,21 +41,38 @@ class LocalDevice:
     def run(self, argv: list[str], timeout: float = 600.0) -> Completed:
         cmd = self.wrap([str(a) for a in argv])
         try:
-            p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+            p = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=timeout,
+                               stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired:
-            raise RunError(f"'{Path(cmd[0]).name}' on {self.name} did not finish within {timeout:.0f} s; "
-                           "raise the timeout or check the device is not overloaded") from None
+            raise TransportTimeout(f"'{Path(argv[0]).name}' on {self.name} did not finish within {timeout:.0f} s; "
+                                   "raise the timeout or check the device is not overloaded") from None
         except OSError as exc:
-            raise RunError(f"cannot start {cmd[0]} on {self.name}: {exc.strerror}") from None
+            raise TransportError(f"cannot start {argv[0]} on {self.name}: {exc.strerror}") from None
         return Completed(p.returncode, p.stdout, p.stderr)
+
+    def push(self, local: Path, remote: str, timeout: float = 600.0) -> None:
+        _copy(Path(local), Path(remote), self.name)
+
+    def pull(self, remote: str, local: Path, timeout: float = 600.0) -> None:
+        src = Path(remote)
+        if not src.is_file():
+            raise TransportError(f"cannot pull {remote} from {self.name}: no such file")
+        from edgert.fsutil import atomic_write_bytes
+
+        atomic_write_bytes(Path(local), src.read_bytes())
+
+    def close(self) -> None:
+        pass
 
 
 class QemuDevice(LocalDevice):
-    """Runs aarch64 Linux binaries through qemu-user with the cross sysroot."""
+    """This machine as an aarch64 board: aarch64 programs run through qemu-user with the cross
+    sysroot, everything else (sh, sha256sum, mkdir) natively, as binfmt_misc would do it."""
 
     name = "qemu"
 
-    def __init__(self) -> None:
+    def __init__(self, workdir: str | Path | None = None) -> None:
+        super().__init__(workdir)
         self.arch = "aarch64"
         self.qemu = shutil.which("qemu-aarch64-static") or shutil.which("qemu-aarch64")
         if not self.qemu:
@@ -59,12 +85,25 @@ class QemuDevice(LocalDevice):
             )
 
     def wrap(self, argv: list[str]) -> list[str]:
-        return [self.qemu, "-L", self.sysroot, *argv]
+        return [self.qemu, "-L", self.sysroot, *argv] if _is_aarch64_elf(argv[0]) else argv
 
 
-def open_device(spec: str) -> LocalDevice:
-    if spec == "local":
-        return LocalDevice()
-    if spec == "qemu":
-        return QemuDevice()
-    raise EdgertError(f"unknown device '{spec}'; this version runs bundles on: local, qemu")
+def _is_aarch64_elf(program: str) -> bool:
+    path = program if os.sep in program else shutil.which(program)
+    try:
+        with open(path or program, "rb") as f:
+            head = f.read(20)
+    except OSError:
+        return False
+    return head[:4] == b"\x7fELF" and int.from_bytes(head[18:20], "little" if head[5] == 1 else "big") == _ELF_AARCH64
+
+
+def _copy(src: Path, dst: Path, where: str) -> None:
+    try:
+        if src.is_dir():
+            shutil.copytree(src, dst, dirs_exist_ok=True)
+        else:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+    except OSError as exc:
+        raise TransportError(f"cannot copy {src} to {dst} on {where}: {exc.strerror or exc}") from None

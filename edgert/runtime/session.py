@@ -1,15 +1,19 @@
 """Run a bundle: in this process through TVM, or through its native runner on a device."""
 from __future__ import annotations
 
+import contextlib
 import json
+import posixpath
 import tempfile
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from edgert.bundle import Bundle
-from edgert.errors import CheckFailedError, InputError, RunError
+from edgert.device.transport import shares_host_files
+from edgert.errors import CheckFailedError, EdgertError, InputError, RunError
 from edgert.runtime.inputs import conform, sanitize
 
 _EXIT_CODE_ERRORS = {2: InputError}
@@ -58,30 +62,71 @@ def run_on_device(
     repeat: int = 1,
     timeout: float = 600.0,
 ) -> RunResult:
-    """Run ``bundle`` with its native runner on ``device`` (feeds default to the golden inputs)."""
+    """Run ``bundle`` with its native runner on ``device`` (a Transport; feeds default to the golden inputs).
+
+    A device that sees this machine's files (local, qemu) runs the bundle where it lies; any
+    other first gets it deployed (incrementally: unchanged files are not sent again).
+    """
     bundle.check_arch(device.arch)
+    if shares_host_files(device):
+        return run_deployed(bundle, device, str(bundle.path.resolve()), feeds, repeat, timeout)
+    from edgert.device.deploy import deploy
+
+    dep = deploy(bundle, device, check=False, timeout=timeout)
+    return run_deployed(bundle, device, dep.remote_dir, feeds, repeat, timeout)
+
+
+def run_deployed(
+    bundle: Bundle,
+    device,
+    remote_dir: str,
+    feeds: dict[str, np.ndarray] | None = None,
+    repeat: int = 1,
+    timeout: float = 600.0,
+) -> RunResult:
+    """Run the copy of ``bundle`` at ``remote_dir`` on ``device``: inputs pushed as .npy files
+    into a fresh folder there, outputs pulled back, the folder removed afterwards."""
     with tempfile.TemporaryDirectory(prefix="edgert-run-") as tmp:
-        argv = [bundle.path / bundle.manifest["runtime"]["runner"], bundle.path.resolve()]
-        if feeds is None:
-            argv.append("--golden")
-        else:
-            for name, arr in _conform_all(bundle, feeds).items():
-                f = Path(tmp, f"in_{sanitize(name)}.npy")
-                np.save(f, arr)
-                argv += ["--input", f"{name}={f}"]
-        outdir = Path(tmp, "out")
-        outdir.mkdir()
-        argv += ["--output-dir", outdir, "--repeat", str(repeat)]
-        proc = device.run([str(a) for a in argv], timeout=timeout)
-        report = _parse_report(proc, device)
-        outputs = {s.name: np.load(outdir / f"{sanitize(s.name)}.npy") for s in bundle.outputs}
+        local = shares_host_files(device)
+        io_dir = tmp if local else posixpath.join(device.workdir(), "runs", uuid.uuid4().hex)
+        try:
+            argv = [posixpath.join(remote_dir, bundle.manifest["runtime"]["runner"]), remote_dir]
+            if feeds is None:
+                argv.append("--golden")
+            else:
+                for name, arr in _conform_all(bundle, feeds).items():
+                    f = Path(tmp, f"in_{sanitize(name)}.npy")
+                    np.save(f, arr)
+                    remote = posixpath.join(io_dir, f.name)
+                    if not local:
+                        device.push(f, remote, timeout=timeout)
+                    argv += ["--input", f"{name}={remote}"]
+            outdir = posixpath.join(io_dir, "out")
+            argv += ["--output-dir", outdir, "--repeat", str(repeat)]
+            report = _parse_report(device.run(argv, timeout=timeout), device)
+            outputs = {}
+            for s in bundle.outputs:
+                f = Path(tmp, "out", f"{sanitize(s.name)}.npy")
+                if not local:
+                    device.pull(posixpath.join(outdir, f.name), f, timeout=timeout)
+                outputs[s.name] = np.load(f)
+        finally:
+            if not local:
+                with contextlib.suppress(EdgertError):
+                    device.run(["rm", "-rf", io_dir], timeout=60)
     return RunResult(outputs, report.get("load_ms"), list(report.get("run_ms", [])))
 
 
 def _parse_report(proc, device) -> dict:
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("EDGERT ")), None)
     if line is None:
-        tail = " | ".join(proc.stderr.strip().splitlines()[-3:]) or f"exit code {proc.returncode}"
+        status = f"exit code {proc.returncode}"
+        if proc.returncode < 0 or proc.returncode > 128:  # killed: negative locally, 128+N through a shell
+            import signal
+
+            with contextlib.suppress(ValueError):
+                status = f"killed by {signal.Signals(abs(proc.returncode) % 128).name}"
+        tail = " | ".join(proc.stderr.strip().splitlines()[-3:]) or status
         raise RunError(f"the bundle runner on {device.name} failed without a report: {tail}")
     try:
         report = json.loads(line[len("EDGERT "):])

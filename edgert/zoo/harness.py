@@ -91,7 +91,7 @@ def _bundle_predictor(zoo: ZooModel, bundle, device: str | None):
     name = bundle.inputs[0].name
     if device is None:
         return (lambda x: int(np.argmax(next(iter(bundle.run(_as_input(x, zoo, name)).values()))))), "bundle (in-process)"
-    from edgert.device.local import open_device
+    from edgert.device import open_device
     from edgert.runtime.session import run_on_device
 
     dev = open_device(device)

@@ -687,6 +687,9 @@ struct edgert_model {
   std::vector<ffi::Tensor> inputs;
   std::vector<bool> input_set;
   std::vector<ffi::Tensor> outputs;
+  edgert_call_hook hook = nullptr;
+  void* hook_user = nullptr;
+  bool instrumented = false;  // the VM's instrument points at SetCallHook's function
 
   void Load(const std::string& root) {
     bool cuda = manifest.device == "cuda";
@@ -702,6 +705,25 @@ struct edgert_model {
     DLDevice device{cuda ? kDLCUDA : kDLCPU, 0};
     for (const TensorSpec& spec : manifest.inputs) inputs.push_back(AllocTensor(spec, device));
     input_set.assign(inputs.size(), false);
+  }
+
+  // The Relax VM calls its instrument before and after every Call instruction with
+  // (func, func_symbol, before_run, ret_value, args...); returning 0 (kNoOp) lets the call run.
+  // Once installed it stays (set_instrument cannot take it out); a NULL hook makes it a no-op.
+  void SetCallHook(edgert_call_hook new_hook, void* user) {
+    hook = new_hook;
+    hook_user = user;
+    if (instrumented || new_hook == nullptr) return;
+    ffi::Function instrument = ffi::Function::FromPacked([this](ffi::PackedArgs args, ffi::Any* rv) {
+      *rv = 0;
+      if (hook == nullptr || args.size() < 3) return;
+      // The symbol arrives as a raw C string (a view of the executable's function table).
+      const char* name = "?";
+      if (auto raw = args[1].try_cast<const char*>()) name = *raw;
+      hook(hook_user, name, args[2].cast<bool>() ? 1 : 0);
+    });
+    RequireFunction(*vm, "set_instrument")(instrument);
+    instrumented = true;
   }
 
   void Run() {
@@ -808,6 +830,11 @@ edgert_status edgert_set_input(edgert_model* model, size_t index, const void* da
 edgert_status edgert_run(edgert_model* model) {
   if (model == nullptr) return BadArgument("edgert_run: NULL model");
   return Guarded([&] { model->Run(); });
+}
+
+edgert_status edgert_set_call_hook(edgert_model* model, edgert_call_hook hook, void* user) {
+  if (model == nullptr) return BadArgument("edgert_set_call_hook: NULL model");
+  return Guarded([&] { model->SetCallHook(hook, user); });
 }
 
 edgert_status edgert_get_output(const edgert_model* model, size_t index, void* data, size_t nbytes) {

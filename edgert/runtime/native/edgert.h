@@ -86,6 +86,17 @@ edgert_status edgert_run(edgert_model* model);
 /* Copies output `index` of the last run into `data`; nbytes must equal the output's nbytes. */
 edgert_status edgert_get_output(const edgert_model* model, size_t index, void* data, size_t nbytes);
 
+/* Called around every function the model's virtual machine calls: compiled kernels
+ * ("fused_conv2d_add_relu") and VM builtins ("vm.builtin.alloc_storage"). `before` is 1 just
+ * before the call and 0 just after it; `function` stays valid until edgert_close. Calls nest when
+ * one Relax function calls another. For profiling: keep the hook cheap, it runs inside edgert_run. */
+typedef void (*edgert_call_hook)(void* user, const char* function, int before);
+
+/* Installs `hook` (with `user` passed back to it) for the following edgert_run calls; a NULL
+ * hook stops the calls. Runs before the first hook pay nothing for this; once one was set, the
+ * VM keeps a small cost per call until edgert_close (time runs before installing a hook). */
+edgert_status edgert_set_call_hook(edgert_model* model, edgert_call_hook hook, void* user);
+
 #ifdef __cplusplus
 }
 #endif

@@ -2,14 +2,23 @@
 //
 //   edgert-run BUNDLE_DIR [--input NAME=FILE.npy]... [--golden] [--output-dir DIR]
 //              [--warmup N] [--repeat N]
+//              [--profile [--per-op] [--energy SPEC|auto]... [--idle-ms N] [--active-ms N] [--sample-ms N]]
 //   edgert-run --rpc-server [...]      TVM RPC server for tuning on the device (rpc_server.cc)
 //
 // stdout gets exactly one line, "EDGERT " + JSON, whatever happens, so the host can
 // parse the result the same way over any transport; messages for people go to stderr.
 
 #include <errno.h>
+#include <fcntl.h>
+#include <glob.h>
+#include <poll.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <termios.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <chrono>
 #include <cstdint>
@@ -21,7 +30,10 @@
 #include <memory>
 #include <new>
 #include <set>
+#include <map>
 #include <string>
+#include <thread>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -34,7 +46,8 @@ namespace {
 
 const char* kUsage =
     "usage: edgert-run BUNDLE_DIR [--input NAME=FILE.npy]... [--golden] [--output-dir DIR] "
-    "[--warmup N] [--repeat N]  |  edgert-run --rpc-server [--host H] [--port N] [--tracker HOST:PORT --key KEY]";
+    "[--warmup N] [--repeat N] [--profile [--per-op] [--energy SPEC|auto]... [--idle-ms N] [--active-ms N] "
+    "[--sample-ms N]]  |  edgert-run --rpc-server [--host H] [--port N] [--tracker HOST:PORT --key KEY]";
 
 // ---------------------------------------------------------------- failures
 
@@ -47,7 +60,7 @@ struct Failure {
 [[noreturn]] void Fail(const std::string& code, const std::string& message) { throw Failure{code, message}; }
 
 int ExitCode(const std::string& code) {
-  if (code == "usage" || code == "input") return 2;
+  if (code == "usage" || code == "input" || code == "energy") return 2;
   if (code == "runtime") return 6;
   return 5;  // bundle, integrity, arch
 }
@@ -89,6 +102,13 @@ std::string Number(double ms) {
   return buf;
 }
 
+// Times and readings need more digits than Number's microseconds (a small model runs in 40 us).
+std::string Precise(double value) {
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%.15g", value);
+  return buf;
+}
+
 std::string ShapeJson(const int64_t* shape, int32_t ndim) {
   std::string s = "[";
   for (int32_t i = 0; i < ndim; ++i) s += (i ? "," : "") + std::to_string(shape[i]);
@@ -104,6 +124,13 @@ struct Options {
   std::string output_dir;
   int warmup = 0;
   int repeat = 1;
+  // --profile: cold start, timed runs, CPU frequency, memory; optionally per-op time and energy.
+  bool profile = false;
+  bool per_op = false;
+  std::vector<std::string> energy;  // power source specs, or "auto"
+  int idle_ms = 1000;               // idle baseline before the energy runs
+  int active_ms = 2000;             // the energy runs repeat for at least this long
+  int sample_ms = 10;               // sampling period of polled power sources
 };
 
 int ParseCount(const std::string& flag, const std::string& text, int minimum) {
@@ -145,6 +172,19 @@ Options ParseArgs(int argc, char** argv) {
       o.warmup = ParseCount(arg, next(), 0);
     } else if (arg == "--repeat") {
       o.repeat = ParseCount(arg, next(), 1);
+    } else if (arg == "--profile" && !has_value) {
+      o.profile = true;
+    } else if (arg == "--per-op" && !has_value) {
+      o.per_op = o.profile = true;
+    } else if (arg == "--energy") {
+      o.energy.push_back(next());
+      o.profile = true;
+    } else if (arg == "--idle-ms") {
+      o.idle_ms = ParseCount(arg, next(), 0);
+    } else if (arg == "--active-ms") {
+      o.active_ms = ParseCount(arg, next(), 1);
+    } else if (arg == "--sample-ms") {
+      o.sample_ms = ParseCount(arg, next(), 1);
     } else if (arg.rfind("-", 0) == 0 || !o.bundle.empty()) {
       Fail("usage", "unexpected argument '" + std::string(argv[i]) + "'; " + kUsage);
     } else {
@@ -392,8 +432,475 @@ double MsSince(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
 }
 
+// ---------------------------------------------------------------- profiling: CPU frequency, memory
+
+using Clock = std::chrono::steady_clock;
+
+double MsBetween(Clock::time_point from, Clock::time_point to) {
+  return std::chrono::duration<double, std::milli>(to - from).count();
+}
+
+// Reads the first number in a (sysfs) file; false if it cannot be read or holds none.
+bool ReadNumber(const std::string& path, double* out) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  char buf[128];
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  int saved = errno;
+  close(fd);
+  errno = saved;
+  if (n <= 0) return false;
+  buf[n] = '\0';
+  char* end = nullptr;
+  *out = std::strtod(buf, &end);
+  return end != buf;
+}
+
+std::vector<std::string> Glob(const std::string& pattern) {
+  std::vector<std::string> paths;
+  glob_t g;
+  if (glob(pattern.c_str(), 0, nullptr, &g) == 0)
+    for (size_t i = 0; i < g.gl_pathc; ++i) paths.emplace_back(g.gl_pathv[i]);
+  globfree(&g);
+  return paths;
+}
+
+// {"cpu0":1800000,...} in kHz from cpufreq, "{}" where the device exposes none (VMs, qemu).
+std::string CpuFreqJson() {
+  std::string json = "{";
+  for (const std::string& path : Glob("/sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_cur_freq")) {
+    double khz;
+    if (!ReadNumber(path, &khz)) continue;
+    size_t at = path.find("/cpu/") + 5;
+    json += (json.size() > 1 ? "," : "") + Quote(path.substr(at, path.find('/', at) - at)) + ":" + Precise(khz);
+  }
+  return json + "}";
+}
+
+// Peak resident memory of this process: getrusage's ru_maxrss and /proc's VmHWM, in KiB.
+std::string MemoryJson() {
+  struct rusage usage;
+  std::string rss = getrusage(RUSAGE_SELF, &usage) == 0 ? std::to_string(usage.ru_maxrss) : "null";
+  std::string hwm = "null";
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);)
+    if (line.rfind("VmHWM:", 0) == 0) hwm = std::to_string(std::strtoll(line.c_str() + 6, nullptr, 10));
+  return "{\"max_rss_kb\":" + rss + ",\"vm_hwm_kb\":" + hwm + "}";
+}
+
+// ---------------------------------------------------------------- profiling: per-function time
+
+// Self time per VM-called function (kernels and builtins): a call's time minus that of the calls
+// nested in it, so the table sums to the time spent in calls without counting any twice.
+// Besides the total, each function's median time per run: robust to the odd preempted run.
+class OpTimer {
+ public:
+  static void Hook(void* user, const char* function, int before) {
+    static_cast<OpTimer*>(user)->On(function, before != 0);
+  }
+
+  // Closes one run: every function's time in it becomes one sample of its per-run series.
+  void EndRun() {
+    for (auto& entry : stats_) {
+      entry.second.per_run.push_back(entry.second.this_run);
+      entry.second.this_run = 0;
+    }
+    ++runs_;
+  }
+
+  // [{"name":...,"calls":N,"self_ms":T,"median_ms":M}] (T summed over all runs), slowest first.
+  std::string Json() const {
+    std::map<std::string, Stat> merged;  // the same name may sit in two slots
+    for (const auto& entry : stats_) {
+      Stat& m = merged[entry.first];
+      m.calls += entry.second.calls;
+      m.self_ms += entry.second.self_ms;
+      m.per_run.resize(entry.second.per_run.size());
+      for (size_t i = 0; i < m.per_run.size(); ++i) m.per_run[i] += entry.second.per_run[i];
+    }
+    std::vector<std::pair<std::string, Stat>> rows(merged.begin(), merged.end());
+    std::stable_sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.second.self_ms > b.second.self_ms; });
+    std::string json = "[";
+    for (size_t i = 0; i < rows.size(); ++i) {
+      std::vector<double> runs = rows[i].second.per_run;
+      double median = 0;
+      if (!runs.empty()) {
+        std::sort(runs.begin(), runs.end());
+        size_t n = runs.size();
+        median = n % 2 ? runs[n / 2] : (runs[n / 2 - 1] + runs[n / 2]) / 2;
+      }
+      json += std::string(i ? "," : "") + "{\"name\":" + Quote(rows[i].first) + ",\"calls\":" +
+              std::to_string(rows[i].second.calls) + ",\"self_ms\":" + Precise(rows[i].second.self_ms) +
+              ",\"median_ms\":" + Precise(median) + "}";
+    }
+    return json + "]";
+  }
+
+ private:
+  struct Frame {
+    const char* name;
+    Clock::time_point start;
+    double child_ms;
+  };
+  struct Stat {
+    long calls = 0;
+    double self_ms = 0;
+    double this_run = 0;
+    std::vector<double> per_run;
+  };
+  std::vector<Frame> stack_;
+  std::unordered_map<const char*, Stat> stats_;  // keyed by the VM's stable name pointer: no allocation per call
+  size_t runs_ = 0;
+
+  void On(const char* function, bool before) {
+    if (before) {
+      stack_.push_back({function, {}, 0.0});
+      stack_.back().start = Clock::now();  // last, so the hook's own work is not counted
+      return;
+    }
+    Clock::time_point now = Clock::now();
+    if (stack_.empty() || stack_.back().name != function) return;  // unbalanced: ignore
+    Frame frame = stack_.back();
+    stack_.pop_back();
+    double elapsed = MsBetween(frame.start, now);
+    auto found = stats_.find(function);
+    if (found == stats_.end()) {
+      found = stats_.emplace(function, Stat()).first;
+      found->second.per_run.assign(runs_, 0.0);  // first seen in a later run: absent from the earlier ones
+    }
+    Stat& stat = found->second;
+    ++stat.calls;
+    stat.self_ms += elapsed - frame.child_ms;
+    stat.this_run += elapsed - frame.child_ms;
+    if (!stack_.empty()) stack_.back().child_ms += elapsed;
+  }
+};
+
+// ---------------------------------------------------------------- profiling: power sources
+
+// A power source named by --energy. Raw readings go to the host unconverted; raw * scale is
+// watts (power, vi, stream) or joules (energy, a counter that wraps at max).
+struct PowerSource {
+  std::string name, kind, path, path2;
+  double scale = 1;
+  double max = 0;
+  int baud = 0;
+  int fd = -1;  // stream sources
+  std::vector<double> t_ms, value;
+};
+
+const size_t kMaxSamples = 500000;  // per source; about 80 minutes at 10 ms
+
+speed_t BaudOf(int baud) {
+  switch (baud) {
+    case 9600: return B9600;
+    case 19200: return B19200;
+    case 38400: return B38400;
+    case 57600: return B57600;
+    case 115200: return B115200;
+    case 230400: return B230400;
+    case 460800: return B460800;
+    case 921600: return B921600;
+  }
+  Fail("usage", "unsupported baud rate " + std::to_string(baud) + "; use 9600, 19200, 38400, 57600, 115200, "
+                "230400, 460800 or 921600");
+}
+
+// "name=VDD_IN,kind=vi,path=/sys/.../in1_input,path2=/sys/.../curr1_input,scale=1e-6"
+PowerSource ParsePowerSpec(const std::string& spec) {
+  PowerSource s;
+  size_t pos = 0;
+  while (pos <= spec.size()) {
+    size_t comma = spec.find(',', pos);
+    std::string item = spec.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+    size_t eq = item.find('=');
+    std::string key = item.substr(0, eq), value = eq == std::string::npos ? "" : item.substr(eq + 1);
+    if (eq == std::string::npos || value.empty())
+      Fail("usage", "--energy '" + spec + "': '" + item + "' is not KEY=VALUE");
+    char* end = nullptr;
+    if (key == "name") s.name = value;
+    else if (key == "kind") s.kind = value;
+    else if (key == "path") s.path = value;
+    else if (key == "path2") s.path2 = value;
+    else if (key == "scale") s.scale = std::strtod(value.c_str(), &end);
+    else if (key == "max") s.max = std::strtod(value.c_str(), &end);
+    else if (key == "baud") s.baud = int(std::strtol(value.c_str(), &end, 10));
+    else Fail("usage", "--energy '" + spec + "': unknown key '" + key + "' (name, kind, path, path2, scale, max, baud)");
+    if (end != nullptr && *end != '\0') Fail("usage", "--energy '" + spec + "': " + key + " must be a number");
+    if (comma == std::string::npos) break;
+    pos = comma + 1;
+  }
+  if (s.kind != "power" && s.kind != "vi" && s.kind != "energy" && s.kind != "stream")
+    Fail("usage", "--energy '" + spec + "': kind must be power, vi, energy or stream");
+  if (s.path.empty() || (s.kind == "vi") != !s.path2.empty())
+    Fail("usage", "--energy '" + spec + "': give path (and path2, the current, for kind=vi only)");
+  if (s.name.empty()) s.name = s.path;
+  if (s.baud) BaudOf(s.baud);
+  return s;
+}
+
+// Sources found on this machine for "--energy auto": RAPL packages (not their sub-domains,
+// which the package already counts) and batteries reporting power_now.
+std::vector<PowerSource> DetectPowerSources() {
+  std::vector<PowerSource> found;
+  for (const std::string& path : Glob("/sys/class/powercap/intel-rapl:*/energy_uj")) {
+    std::string dir = path.substr(0, path.rfind('/'));
+    std::string zone = dir.substr(dir.rfind('/') + 1);
+    if (std::count(zone.begin(), zone.end(), ':') != 1) continue;
+    PowerSource s;
+    std::ifstream name_file(dir + "/name");
+    if (!std::getline(name_file, s.name) || s.name.empty()) s.name = zone;
+    s.name = "rapl-" + s.name;
+    s.kind = "energy";
+    s.path = path;
+    s.scale = 1e-6;  // microjoules
+    found.push_back(s);
+  }
+  for (const std::string& path : Glob("/sys/class/power_supply/*/power_now")) {
+    std::string dir = path.substr(0, path.rfind('/'));
+    PowerSource s;
+    s.name = dir.substr(dir.rfind('/') + 1);
+    s.kind = "power";
+    s.path = path;
+    s.scale = 1e-6;  // microwatts
+    found.push_back(s);
+  }
+  return found;
+}
+
+// Opens stream sources and checks every polled one reads; fails naming the file and a fix.
+void PreparePowerSource(PowerSource* s) {
+  if (s->kind == "stream") {
+    s->fd = open(s->path.c_str(), O_RDONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+    if (s->fd < 0)
+      Fail("energy", "cannot open the power meter stream " + s->path + ": " + std::strerror(errno) +
+                         "; check the device path and that this user may read it (e.g. the dialout group)");
+    if (isatty(s->fd)) {
+      struct termios tio;
+      if (tcgetattr(s->fd, &tio) == 0) {
+        cfmakeraw(&tio);
+        if (s->baud) {
+          cfsetispeed(&tio, BaudOf(s->baud));
+          cfsetospeed(&tio, BaudOf(s->baud));
+        }
+        tcsetattr(s->fd, TCSANOW, &tio);
+      }
+      tcflush(s->fd, TCIFLUSH);  // readings queued before now belong to no phase
+    } else {
+      lseek(s->fd, 0, SEEK_END);  // a growing log file: only readings from now on
+    }
+    return;
+  }
+  double v;
+  for (const std::string& path : {s->path, s->path2}) {
+    if (path.empty() || ReadNumber(path, &v)) continue;
+    Fail("energy", "cannot read power source '" + s->name + "' at " + path + ": " +
+                       (errno ? std::strerror(errno) : "no number in it") +
+                       "; check the path (the target's [power] table or --power), or make it readable "
+                       "(RAPL energy_uj is root-only on recent kernels: sudo chmod a+r it)");
+  }
+  if (s->kind == "energy" && s->max == 0) {
+    std::string max_path = s->path.substr(0, s->path.rfind('/') + 1) + "max_energy_range_uj";
+    if (ReadNumber(max_path, &v)) s->max = v;  // RAPL: the counter wraps at this value
+  }
+}
+
+// Samples polled sources every period on one thread; each stream source gets a reader thread
+// that timestamps readings as they arrive. Times are ms since t0.
+class PowerSampler {
+ public:
+  PowerSampler(std::vector<PowerSource>* sources, int period_ms, Clock::time_point t0)
+      : sources_(sources), period_(std::chrono::milliseconds(period_ms)), t0_(t0) {}
+
+  ~PowerSampler() { Stop(); }
+
+  // Returns after the first reading of every polled source, so a window opened now is covered.
+  void Start() {
+    PollOnce();
+    threads_.emplace_back([this] { PollLoop(); });
+    for (PowerSource& s : *sources_)
+      if (s.kind == "stream") threads_.emplace_back([this, &s] { StreamLoop(&s); });
+  }
+
+  // Takes a last reading, so a window closed before now is covered, and joins the threads.
+  void Stop() {
+    if (stop_.exchange(true)) return;
+    for (std::thread& t : threads_) t.join();
+    PollOnce();
+  }
+
+ private:
+  std::vector<PowerSource>* sources_;
+  Clock::duration period_;
+  Clock::time_point t0_;
+  std::atomic<bool> stop_{false};
+  std::vector<std::thread> threads_;
+
+  void Record(PowerSource* s, Clock::time_point t, double value) {
+    if (s->value.size() >= kMaxSamples) return;
+    s->t_ms.push_back(MsBetween(t0_, t));
+    s->value.push_back(value);
+  }
+
+  void PollOnce() {
+    for (PowerSource& s : *sources_) {
+      if (s.kind == "stream") continue;
+      Clock::time_point before = Clock::now();
+      double a = 0, b = 1;
+      bool ok = ReadNumber(s.path, &a) && (s.path2.empty() || ReadNumber(s.path2, &b));
+      Clock::time_point after = Clock::now();
+      if (ok) Record(&s, before + (after - before) / 2, a * b);
+    }
+  }
+
+  void PollLoop() {
+    Clock::time_point next = Clock::now();
+    while (!stop_.load()) {
+      next += period_;
+      std::this_thread::sleep_until(next);
+      PollOnce();
+    }
+  }
+
+  void StreamLoop(PowerSource* s) {
+    std::string pending;
+    char buf[512];
+    while (!stop_.load()) {
+      struct pollfd p = {s->fd, POLLIN, 0};
+      if (poll(&p, 1, 20) <= 0) continue;
+      ssize_t n = read(s->fd, buf, sizeof buf);
+      Clock::time_point now = Clock::now();
+      if (n <= 0) {  // end of a log file, or a pty whose writer is gone: wait for more
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        continue;
+      }
+      pending.append(buf, size_t(n));
+      size_t eol;
+      while ((eol = pending.find('\n')) != std::string::npos) {
+        std::string line = pending.substr(0, eol);
+        pending.erase(0, eol + 1);
+        size_t at = line.find_first_of("+-.0123456789");  // the first number on the line
+        if (at == std::string::npos) continue;
+        char* end = nullptr;
+        double v = std::strtod(line.c_str() + at, &end);
+        if (end != line.c_str() + at) Record(s, now, v);
+      }
+    }
+    close(s->fd);
+    s->fd = -1;
+  }
+};
+
+std::vector<PowerSource> PowerSources(const Options& o) {
+  std::vector<PowerSource> sources;
+  for (const std::string& spec : o.energy) {
+    if (spec == "auto") {
+      std::vector<PowerSource> found = DetectPowerSources();
+      sources.insert(sources.end(), found.begin(), found.end());
+    } else {
+      sources.push_back(ParsePowerSpec(spec));
+    }
+  }
+  if (!o.energy.empty() && sources.empty())
+    Fail("energy", "no power source found on this device (no RAPL energy_uj, no battery power_now); name one "
+                   "with --energy kind=...,path=... (edgert profile --power PATH)");
+  for (PowerSource& s : sources) PreparePowerSource(&s);
+  return sources;
+}
+
+std::string Series(const std::vector<double>& values) {
+  std::string json = "[";
+  for (size_t i = 0; i < values.size(); ++i) json += (i ? "," : "") + Precise(values[i]);
+  return json + "]";
+}
+
+// ---------------------------------------------------------------- profiling: the whole run
+
+// Phases, each apart so none disturbs another's numbers: cold start (open + first run), warm-up,
+// timed runs (CPU frequency read around them), energy (idle baseline, then runs for at least
+// --active-ms while the sampler reads the power sources), per-op runs (instrumented).
+std::string Profile(const Options& o) {
+  Clock::time_point t0 = Clock::now();
+  std::vector<PowerSource> sources = PowerSources(o);
+  Clock::time_point open_at = Clock::now();
+  edgert_model* raw = nullptr;
+  Check(edgert_open(o.bundle.c_str(), &raw));
+  std::unique_ptr<edgert_model, void (*)(edgert_model*)> model(raw, edgert_close);
+  double load_ms = MsBetween(open_at, Clock::now());
+  SetInputs(model.get(), o);
+  Clock::time_point first_at = Clock::now();
+  Check(edgert_run(model.get()));
+  double first_run_ms = MsBetween(first_at, Clock::now());
+  double cold_ms = MsBetween(open_at, Clock::now());
+  for (int i = 0; i < o.warmup; ++i) Check(edgert_run(model.get()));
+
+  std::string freq_before = CpuFreqJson();
+  std::vector<double> run_ms;
+  for (int i = 0; i < o.repeat; ++i) {
+    Clock::time_point t = Clock::now();
+    Check(edgert_run(model.get()));
+    run_ms.push_back(MsBetween(t, Clock::now()));
+  }
+  std::string freq_after = CpuFreqJson();
+
+  std::string energy = "null";
+  if (!sources.empty()) {
+    PowerSampler sampler(&sources, o.sample_ms, t0);
+    sampler.Start();
+    Clock::time_point idle_from = Clock::now();
+    std::this_thread::sleep_for(std::chrono::milliseconds(o.idle_ms));
+    Clock::time_point idle_to = Clock::now();
+    long runs = 0;
+    do {
+      Check(edgert_run(model.get()));
+      ++runs;
+    } while (MsBetween(idle_to, Clock::now()) < o.active_ms);
+    Clock::time_point active_to = Clock::now();
+    sampler.Stop();
+    energy = "{\"clock_ms\":" + Precise(std::chrono::duration<double, std::milli>(t0.time_since_epoch()).count()) +
+             ",\"sample_ms\":" + std::to_string(o.sample_ms) + ",\"idle_ms\":[" + Precise(MsBetween(t0, idle_from)) +
+             "," + Precise(MsBetween(t0, idle_to)) + "],\"active_ms\":[" + Precise(MsBetween(t0, idle_to)) + "," +
+             Precise(MsBetween(t0, active_to)) + "],\"runs\":" + std::to_string(runs) + ",\"sources\":[";
+    for (size_t i = 0; i < sources.size(); ++i) {
+      const PowerSource& s = sources[i];
+      energy += std::string(i ? "," : "") + "{\"name\":" + Quote(s.name) + ",\"kind\":" + Quote(s.kind) +
+                ",\"path\":" + Quote(s.path) + ",\"scale\":" + Precise(s.scale) + ",\"max\":" + Precise(s.max) +
+                ",\"t_ms\":" + Series(s.t_ms) + ",\"value\":" + Series(s.value) + "}";
+    }
+    energy += "]}";
+  }
+
+  std::string per_op = "null";
+  if (o.per_op) {
+    OpTimer timer;
+    Check(edgert_set_call_hook(model.get(), &OpTimer::Hook, &timer));
+    std::vector<double> op_run_ms;
+    for (int i = 0; i < o.repeat; ++i) {
+      Clock::time_point t = Clock::now();
+      Check(edgert_run(model.get()));
+      op_run_ms.push_back(MsBetween(t, Clock::now()));
+      timer.EndRun();
+    }
+    Check(edgert_set_call_hook(model.get(), nullptr, nullptr));
+    per_op = "{\"runs\":" + std::to_string(o.repeat) + ",\"run_ms\":" + Series(op_run_ms) +
+             ",\"functions\":" + timer.Json() + "}";
+  }
+
+  std::string outputs = CollectOutputs(model.get(), o);
+  std::vector<double> sorted = run_ms;
+  std::sort(sorted.begin(), sorted.end());
+  std::fprintf(stderr, "edgert-run: cold start %.1f ms, %d timed run(s), median %.4f ms\n", cold_ms, o.repeat,
+               sorted[sorted.size() / 2]);
+  return "{\"status\":\"ok\",\"mode\":\"profile\",\"load_ms\":" + Precise(load_ms) + ",\"first_run_ms\":" +
+         Precise(first_run_ms) + ",\"cold_ms\":" + Precise(cold_ms) + ",\"warmup\":" + std::to_string(o.warmup) +
+         ",\"run_ms\":" + Series(run_ms) + ",\"cpu_freq_khz\":{\"before\":" + freq_before + ",\"after\":" +
+         freq_after + "},\"memory\":" + MemoryJson() + ",\"energy\":" + energy + ",\"per_op\":" + per_op +
+         ",\"outputs\":" + outputs + "}";
+}
+
 // The whole run; returns the success JSON.
 std::string Run(const Options& o) {
+  if (o.profile) return Profile(o);
   auto start = std::chrono::steady_clock::now();
   edgert_model* raw = nullptr;
   Check(edgert_open(o.bundle.c_str(), &raw));
