@@ -103,6 +103,46 @@ def compile_cmd(
 
 @main.command()
 @click.argument("model", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="the compressed .onnx file")
+@click.option("--quantize", "quantize_spec", metavar="SPEC",
+              help="int8[:METHOD][,key=value...]: METHOD minmax|percentile|entropy|mse; keys adaround=1, "
+                   "equalize=auto|on|off, bias_correction=0, samples=N, percentile=99.99")
+@click.option("--calib", metavar="DATA", help=".npz (one array per input, samples on axis 0), an image folder or a zoo name")
+@click.option("--keep-float", metavar="auto|LAYER,...",
+              help="layers (node names) to leave float; auto: the most sensitive until the output SQNR "
+                   "(or a zoo model's accuracy) holds")
+@click.option("--report", "report_path", type=click.Path(path_type=Path), help="write the per-layer report as JSON here")
+@click.option("--input-shape", multiple=True, metavar="NAME=1x3x224x224", help="pin an input's dynamic dimensions")
+@_handle_errors
+def compress(model: Path, output: Path, quantize_spec: str | None, calib: str | None, keep_float: str | None,
+             report_path: Path | None, input_shape: tuple[str, ...]) -> None:
+    """Compress MODEL (.onnx) into a smaller ONNX model: int8 quantisation (QDQ, runs in onnxruntime too)."""
+    from edgert.compress.quantize import parse_spec, quantize
+    from edgert.model import load, parse_input_shapes
+
+    if not quantize_spec:
+        raise EdgertError("nothing to do: give a compression, e.g. --quantize int8 --calib DATA")
+    spec = parse_spec(quantize_spec, keep_float)
+    result, report = quantize(load(model, parse_input_shapes(input_shape)), spec, calib)
+    if report_path:
+        import json
+
+        from edgert.fsutil import atomic_write_bytes
+
+        atomic_write_bytes(report_path, (json.dumps(report.to_json(), indent=1) + "\n").encode())
+    result.save(output)
+    click.echo(report.table(5))
+    acc = ""
+    if report.calib_accuracy:
+        acc = f"; calibration-split accuracy {report.calib_accuracy['float']:.2%} float, {report.calib_accuracy['int8']:.2%} int8"
+    kept = f", {len(report.kept_float)} kept float ({', '.join(report.kept_float)})" if report.kept_float else ""
+    click.echo(f"quantized {len(report.layers) - len(report.kept_float)} layers to int8{kept}; "
+               f"output SQNR {report.output_sqnr_db:.1f} dB vs float on calibration data{acc}")
+    click.echo(f"wrote {output}" + (f" and {report_path}" if report_path else ""))
+
+
+@main.command()
+@click.argument("model", type=click.Path(path_type=Path))
 @click.option("--target", "-t", default="host", show_default=True, help="board name (see 'edgert targets') or a .toml file")
 @click.option("--trials", type=int, help="candidates to measure in all (default: every candidate)")
 @click.option("--minutes", type=float, help="stop after this many minutes (what was measured is kept)")
@@ -111,6 +151,7 @@ def compile_cmd(
 @click.option("--tracker", metavar="HOST:PORT", help="TVM RPC tracker of a device farm")
 @click.option("--key", help="device key at the tracker")
 @click.option("--input-shape", multiple=True, metavar="NAME=1x3x224x224", help="pin an input's dynamic dimensions")
+@click.option("--threads", metavar="N[,N]", help="thread counts to time each candidate at on this machine (default: 1 and all cores)")
 @_handle_errors
 def tune(
     model: Path,
@@ -122,6 +163,7 @@ def tune(
     tracker: str | None,
     key: str | None,
     input_shape: tuple[str, ...],
+    threads: str | None,
 ) -> None:
     """Measure schedule choices for MODEL's layers; later compiles use the best ones.
 
@@ -134,7 +176,8 @@ def tune(
 
     if tracker and not key:
         raise TuningError("--tracker needs --key (the device key the boards registered with)")
-    options = TuneOptions(trials=trials, minutes=minutes, database=db, device=device, tracker=tracker, key=key)
+    counts = tuple(int(n) for n in _floats(threads, "--threads")) if threads else ()
+    options = TuneOptions(trials=trials, minutes=minutes, database=db, device=device, tracker=tracker, key=key, threads=counts)
     run_tune(load(model, parse_input_shapes(input_shape)), target, options)
 
 

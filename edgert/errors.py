@@ -90,3 +90,13 @@ class CheckFailedError(EdgertError):
     """The outputs differ from the reference beyond tolerance."""
 
     exit_code = 7
+
+
+class CompressError(EdgertError):
+    """A compression pass cannot apply its spec to this model."""
+
+    exit_code = 2
+
+
+class CalibrationError(CompressError):
+    """Calibration data is missing, unreadable or does not match the model's inputs."""

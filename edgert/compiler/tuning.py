@@ -209,6 +209,10 @@ class TuneOptions:
     key: str | None = None  # device key at the tracker
     number: int = 5  # runs per measurement
     repeat: int = 3  # measurements per candidate (the median is kept)
+    # Thread counts each candidate is timed at on this machine (default: 1 and every core).
+    # Records keep all timings and rank by their mean, so a schedule that is fast on one
+    # core but does not scale (measured: up to 2.4x between candidates at 2 threads) loses.
+    threads: tuple[int, ...] = ()
 
 
 def tune(model, target, options: TuneOptions | None = None, log: Log = _stderr) -> TuneReport:
@@ -247,7 +251,7 @@ def tune(model, target, options: TuneOptions | None = None, log: Log = _stderr) 
     tasks = _tasks(mod)
     log(f"[edgert] {len(tasks)} workloads; database {db_dir}")
     budget = options.trials
-    with _measurer(tgt, options) as measure:
+    with _measurer(tgt, options, log) as measure:
         for i, (name, func, calls) in enumerate(tasks, 1):
             if deadline and time.perf_counter() > deadline:
                 report.stopped = f"time budget of {options.minutes:g} min reached"
@@ -391,8 +395,8 @@ class _Progress:
 class _measurer:
     """Context manager giving ``measure(task, schedules) -> {schedule: (run_secs, error)}``."""
 
-    def __init__(self, tgt, options: TuneOptions):
-        self.tgt, self.options = tgt, options
+    def __init__(self, tgt, options: TuneOptions, log: Log = _stderr):
+        self.tgt, self.options, self.log = tgt, options, log
         self._exit = None
 
     def __enter__(self):
@@ -404,6 +408,7 @@ class _measurer:
         if self.options.device is None and self.options.tracker is None:
             # This machine: build and time in-process; MetaSchedule's worker processes cost
             # seconds per candidate here, more than the measurement itself.
+            self._threads = self._thread_counts()
             return self._local_measure
         from edgert.compiler import rpc
 
@@ -449,6 +454,7 @@ class _measurer:
 
         target = self.tgt.tvm_target()
         dev = tvm.cpu()
+        config = tvm.get_global_func("runtime.config_threadpool")
         out = {}
         for s in schedules:
             try:
@@ -463,11 +469,38 @@ class _measurer:
                 timer = lib.mod.time_evaluator(
                     "main", dev, number=self.options.number, repeat=self.options.repeat, min_repeat_ms=20
                 )
-                out[s] = (list(timer(*args).results), None)
+                secs = []
+                for n in self._threads:
+                    config(0, n)
+                    secs += list(timer(*args).results)
+                out[s] = (secs, None)
             except Exception as exc:
                 out[s] = (None, "run failed: " + _last_line(exc))
             step()
         return out
+
+    def _thread_counts(self) -> tuple[int, ...]:
+        import os
+
+        # TVM's pool never grows past the count it starts with, and on x86 that defaults to half
+        # the cores (it assumes hyper-threads): ask for all of them before its first parallel
+        # call, unless the user chose a count with TVM_NUM_THREADS.
+        env = os.environ.get("TVM_NUM_THREADS", "")
+        cores = int(env) if env.isdigit() and int(env) > 0 else (os.cpu_count() or 1)
+        counts = tuple(sorted(set(self.options.threads or (1, cores))))
+        if any(n < 1 or n > cores for n in counts):
+            raise TuningError(f"--threads {','.join(map(str, counts))}: each count must be 1..{cores} "
+                              "(this machine's cores, or TVM_NUM_THREADS when set)")
+        os.environ.setdefault("TVM_NUM_THREADS", str(cores))
+        import tvm
+
+        tvm.get_global_func("runtime.config_threadpool")(0, max(counts))
+        pool = int(tvm.get_global_func("runtime.NumThreads")())
+        if pool < max(counts):
+            counts = tuple(n for n in counts if n <= pool)
+            self.log(f"[edgert] timing at {','.join(map(str, counts))} thread(s) only: TVM's thread pool in this process "
+                     f"started with {pool}; run edgert tune in a fresh process (or set TVM_NUM_THREADS) to time more")
+        return counts
 
     def __exit__(self, *exc):
         if self._exit is not None:

@@ -117,3 +117,22 @@ def test_tune_on_aarch64_under_qemu_over_rpc(qemu, digits, tmp_path):
     assert all(0 < t.best_ms < 1e4 for t in report.tasks if t.measured)
     bundle = edgert.compile(digits, "generic-aarch64", tmp_path / "a.edgert", CompileOptions(tuning_db=(db,)), log=lambda _: None)
     assert bundle.manifest["build"]["schedules"]["tuned"] >= 1
+
+
+def test_candidates_are_timed_at_each_thread_count(digits, tmp_path):
+    """Records keep the timings at every thread count (ranked by their mean), in a fresh process."""
+    import os
+    import subprocess
+    import sys
+
+    db = tmp_path / "db"
+    env = {k: v for k, v in os.environ.items() if k != "TVM_NUM_THREADS"}
+    cmd = [sys.executable, "-m", "edgert.cli", "tune", str(digits), "--target", "host", "--trials", "2", "--db", str(db)]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr
+    counts = {1, os.cpu_count() or 1}
+    repeat = 3  # TuneOptions.repeat
+    # A record line is [workload index, [trace, run_secs, target, args]].
+    assert [len(r[1][1]) for r in _records(db)] == [repeat * len(counts)] * 2
+    p = subprocess.run([*cmd, "--threads", str((os.cpu_count() or 1) + 1)], capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode != 0 and "each count must be 1.." in p.stderr
