@@ -287,7 +287,7 @@ def _manifest(model, tgt, options, outputs, golden_inputs, golden_outputs, compi
             "seed": options.golden_seed,
             "inputs": golden_inputs,
             "outputs": golden_outputs,
-            "rtol": 1e-4,
+            "rtol": _golden_rtol(model),
         },
         "runtime": {
             "device": tgt.device,
@@ -297,6 +297,18 @@ def _manifest(model, tgt, options, outputs, golden_inputs, golden_outputs, compi
         },
         "build": {"compile_seconds": round(compile_s, 2)},
     }
+
+
+def _golden_rtol(model: Model) -> float:
+    """Tolerance of the golden check, relative to max|output|.
+
+    Int8 (QDQ) models: a value on a rounding boundary in an early layer may land one step
+    apart from onnxruntime's, and later layers move it by a few output steps (onnxruntime's
+    own fused and unfused int8 paths differ so); a wrong kernel is off by ~100%.
+    """
+    if model.format == "onnx" and any(n.op_type == "DequantizeLinear" for n in model.proto.graph.node):
+        return 0.05
+    return 1e-4
 
 
 def _tvm_message(exc: BaseException) -> str:

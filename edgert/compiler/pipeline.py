@@ -38,10 +38,12 @@ def fuse(mod, tgt):
     import tvm
     from tvm import relax
 
+    from edgert.compiler.int8 import integerize
     from edgert.compiler.relax_rewrites import clip_calls_to_ops
 
     target = tgt.tvm_target()
     with target:
+        mod, _ = integerize(mod, tgt)  # before FoldConstant expands the int8 weights to float
         mod = relax.transform.FoldConstant()(mod)
         mod = clip_calls_to_ops(mod)
         mod = relax.transform.ConvertLayout(LAYOUTS)(mod)
@@ -100,6 +102,8 @@ def prepack_weights(mod):
     from tvm.relax import PyExprMutator, expr_functor
     from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
 
+    from edgert.compiler.schedules import int8_dot
+    from edgert.compiler.schedules.int8_dot import pack as dot_pack
     from edgert.compiler.schedules.tiled_reduction import pack
 
     packs = {}
@@ -130,12 +134,13 @@ def prepack_weights(mod):
             name = getattr(call.args[0], "name_hint", "")
             if name not in packs:
                 return call
-            index, vec = packs[name][1]
+            index, vec, kind = packs[name][1]
             fields = list(call.args[1].fields)
             const = fields[index]
             if not isinstance(const, tvm.ir.GenericConst):
                 raise ValueError(f"{name}: repacked weight is not a constant")
-            fields[index] = relax.const(pack(const.value.numpy(), vec))
+            packer = dot_pack if kind == int8_dot.PACK_KIND else pack
+            fields[index] = relax.const(packer(const.value.numpy(), vec))
             return relax.Call(call.op, [self.gvs[name], relax.Tuple(fields), *call.args[2:]], call.attrs, call.ty_args)
 
     rewriter = _Rewriter(mod)
@@ -146,7 +151,7 @@ def prepack_weights(mod):
 
 
 def _pack_annotation(func):
-    """(parameter index, vector width) from a template's packing block, or None."""
+    """(parameter index, vector width, packing kind) from a template's packing block, or None."""
     from tvm import s_tir
 
     try:
@@ -158,7 +163,7 @@ def _pack_annotation(func):
     for b in blocks:
         ann = sch.get(b).annotations
         if "edgert.pack_param" in ann:
-            found.append((int(ann["edgert.pack_param"]), int(ann["edgert.pack_vec"])))
+            found.append((int(ann["edgert.pack_param"]), int(ann["edgert.pack_vec"]), str(ann.get("edgert.pack_kind", ""))))
     return found[0] if found else None
 
 

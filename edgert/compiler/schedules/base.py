@@ -16,6 +16,8 @@ class CpuInfo:
     num_cores: int = 4
     # Architectural vector registers: 16 on x86 AVX2, 32 with AVX-512 or on AArch64.
     vector_registers: int = 16
+    # Int8 dot-product instruction the templates may use: "vnni" (x86), "sdot" (Arm), "" none.
+    dot: str = ""
 
     @property
     def lanes(self) -> int:
@@ -29,7 +31,25 @@ class CpuInfo:
         import os
 
         cores = int(tgt.cores or (os.cpu_count() if tgt.name == "host" else 4) or 4)
-        return cls(vector_bits=bits, num_cores=cores, vector_registers=regs)
+        return cls(vector_bits=bits, num_cores=cores, vector_registers=regs, dot=_dot_instruction(tgt))
+
+
+def _dot_instruction(tgt) -> str:
+    """The int8 dot product the target's LLVM features allow ("vnni", "sdot" or "")."""
+    try:
+        from tvm.target import codegen
+
+        from edgert.compiler.schedules.int8_dot import instruction_compiles
+
+        target = tgt.tvm_target()
+        dot = ""
+        if tgt.arch == "x86_64" and codegen.target_has_features("avx512vnni", target):
+            dot = "vnni"
+        elif tgt.arch == "aarch64" and codegen.target_has_features("dotprod", target):
+            dot = "sdot"
+        return dot if dot and instruction_compiles(dot, target) else ""
+    except Exception:  # a target LLVM cannot describe here: no dot-product template
+        return ""
 
 
 class Knobs:

@@ -1,0 +1,291 @@
+"""Int8 conv/dense with int32 accumulation on the CPU's dot-product instruction.
+
+The integer layers ``edgert.compiler.int8`` emits become, after layout conversion,
+``out[.., co] += int32(x[.., rc]) * int32(W[.., rc, co])`` with ``rc`` innermost in the
+activation (channels-last) and ``co`` innermost in the output. One x86 ``vpdpbusd`` (AVX-512
+VNNI) adds 4 consecutive uint8×int8 products into each of 16 int32 lanes, one Arm ``sdot``
+4 int8×int8 products into each of 4 lanes: 4x the multiply-adds of a float FMA per
+instruction. TVM ships both as tensor intrinsics (``C[L] += A[4] · B[L, 4]``); this template
+tiles the loops to that shape (``co`` by L, ``rc`` by 4), keeps a row of ``t`` output vectors
+in registers (the broadcast activation word is loaded once per instruction, the weight
+vector reused ``t`` times) and repacks the constant weight at compile time so the
+``L x 4`` block each instruction reads is contiguous: ``(..., I, O) → (O/L, ..., I/4, L, 4)``.
+The requantize epilogue is applied to the register tile before it is stored.
+"""
+from __future__ import annotations
+
+from edgert.compiler.schedules.base import CpuInfo, Knobs, ScheduleFailed, divisors
+
+# CpuInfo.dot → (int32 lanes per instruction, TVM tensor intrinsic, activation dtype)
+INTRINSICS = {
+    "vnni": (16, "edgert_dot_16x4_vnni", "uint8"),
+    "sdot": (4, "dot_4x4_i8i8s32_sdot", "int8"),
+}
+PACK_KIND = "dot4"
+
+
+def _parts(sch, block):
+    """(output store, [data load, weight load]) of ``C = C + int32(x) * int32(w)``, or None."""
+    from tvm import tirx
+    from tvm.ir.expr import TensorLoad  # what a buffer load is (tirx.BufferLoad only builds one)
+
+    stmt = sch.get(block)
+    store = stmt.body
+    if not isinstance(store, tirx.BufferStore) or str(store.buffer.dtype) != "int32":
+        return None
+    add = store.value
+    if not isinstance(add, tirx.Add) or not isinstance(add.b, tirx.Mul):
+        return None
+    loads = []
+    for side in (add.b.a, add.b.b):
+        if not (isinstance(side, tirx.Cast) and isinstance(side.value, TensorLoad)):
+            return None
+        loads.append(side.value)
+    return store, loads
+
+
+def _plan(sch, block):
+    """Loop roles of an int8 dot-product reduction, or None when the function is not one."""
+    from tvm.tirx import IterVar
+
+    from edgert.compiler.schedules.tiled_reduction import _layout_free_names
+
+    parts = _parts(sch, block)
+    if parts is None:
+        return None
+    store, loads = parts
+    names = _layout_free_names(sch)
+    weights = [ld for ld in loads if ld.source.name in names and str(ld.source.dtype) == "int8"]
+    if len(weights) != 1:
+        return None
+    weight = weights[0]
+    data = loads[1] if loads[0] is weight else loads[0]
+    if str(data.source.dtype) not in ("uint8", "int8") or len(weight.indices) < 2:
+        return None
+    stmt = sch.get(block)
+    loops = sch.get_loops(block)
+    if len(stmt.iter_vars) != len(loops):
+        return None
+    kinds = [iv.iter_type for iv in stmt.iter_vars]
+    if any(k not in (IterVar.DataPar, IterVar.CommReduce) for k in kinds):
+        return None
+    ivars = [iv.var for iv in stmt.iter_vars]
+    co, rc = weight.indices[-1], weight.indices[-2]
+    if not all(any(ix.same_as(v) for v in ivars) for ix in weight.indices):
+        return None  # the packing needs plain loop variables
+    co_i = next(i for i, v in enumerate(ivars) if v.same_as(co))
+    rc_i = next(i for i, v in enumerate(ivars) if v.same_as(rc))
+    spatial_idx = [i for i, k in enumerate(kinds) if k == IterVar.DataPar]
+    if kinds[co_i] != IterVar.DataPar or kinds[rc_i] != IterVar.CommReduce or spatial_idx[-1] != co_i:
+        return None
+    if not (store.indices[-1].same_as(co) and data.indices[-1].same_as(rc)):
+        return None  # output channels / input channels must be the contiguous axes
+    return {
+        "loops": loops,
+        "kinds": kinds,
+        "co": co_i,
+        "rc": rc_i,
+        "weight": weight.source.name,
+        "data_dtype": str(data.source.dtype),
+        "extents": [int(sch.get(lp).extent) for lp in loops],
+    }
+
+
+def _anchor(sch):
+    from edgert.compiler.schedules.tiled_reduction import _anchor as anchor
+
+    return anchor(sch)
+
+
+def applies(sch) -> bool:
+    block = _anchor(sch)
+    return block is not None and _plan(sch, block) is not None
+
+
+def apply(sch, cpu: CpuInfo, knobs: Knobs) -> None:
+    from tvm.tirx import IterVar
+
+    if cpu.dot not in INTRINSICS:
+        raise ScheduleFailed(f"no int8 dot-product instruction on this target ({cpu.dot or 'none'})")
+    lanes, intrin, act_dtype = INTRINSICS[cpu.dot]
+    _register_intrinsics(cpu.dot)
+    block = _anchor(sch)
+    plan = _plan(sch, block)
+    if plan is None or plan["data_dtype"] != act_dtype:
+        raise ScheduleFailed("not an int8 dot product in this target's dtypes")
+    ext = plan["extents"]
+    if ext[plan["co"]] % lanes or ext[plan["rc"]] % 4:
+        raise ScheduleFailed(f"channels {ext[plan['rc']]} -> {ext[plan['co']]} not multiples of 4 -> {lanes}")
+
+    _inline_copies(sch, block)
+    loops, kinds = plan["loops"], plan["kinds"]
+    spatial = [i for i, k in enumerate(kinds) if k == IterVar.DataPar]
+    reduce = [i for i, k in enumerate(kinds) if k == IterVar.CommReduce]
+    co_o, co_i = sch.split(loops[plan["co"]], [None, lanes])
+    rc_o, rc_i = sch.split(loops[plan["rc"]], [None, 4])
+
+    # Register tile: t output rows of the innermost other spatial axis (e.g. W of NHWC).
+    tile = next((i for i in reversed(spatial[:-1]) if ext[i] > 1), None)
+    outer = [loops[i] for i in spatial[:-1]]
+    ti = None
+    if tile is not None:
+        # t accumulators + one weight vector + the broadcast word must fit the register file.
+        hi = min(8, cpu.vector_registers - 2)
+        options = divisors(ext[tile], 1, hi) + [t for t in (4, 8) if t <= hi and ext[tile] > t and ext[tile] % t]
+        t = knobs.choose(sorted(set(options)), max(d for d in options if d <= 8 and ext[tile] % d == 0))
+        to, ti = sch.split(loops[tile], [None, t])
+        outer[spatial[:-1].index(tile)] = to
+    nest = [*outer, co_o]
+    other_reduce = [loops[i] for i in reduce if i != plan["rc"]]
+    sch.reorder(*nest, *other_reduce, rc_o, *([ti] if ti is not None else []), co_i, rc_i)
+
+    _pack_weight(sch, block, plan["weight"], lanes)
+
+    # "global" scope because TVM's intrinsics declare their buffers so; the tile is a small
+    # fixed-size allocation (stack), which LLVM keeps in registers once the tile is unrolled.
+    wb = sch.cache_write(block, 0, "global")
+    for _ in range(16):  # the requantize epilogue runs on the register tile
+        consumers = sch.get_consumers(wb)
+        if len(consumers) != 1:
+            break
+        try:
+            sch.reverse_compute_inline(consumers[0])
+        except Exception:
+            break
+    sch.reverse_compute_at(wb, nest[-1], preserve_unit_loops=True)
+    sch.parallel(sch.fuse(*nest) if len(nest) > 1 else nest[0])
+    first_reduce = other_reduce[0] if other_reduce else rc_o
+    init = sch.decompose_reduction(block, first_reduce)
+    sch.vectorize(sch.get_loops(init)[-1])
+    sch.tensorize(co_i, intrin)
+    if ti is not None:
+        sch.unroll(ti)
+    wb_loops = sch.get_loops(wb)
+    sch.vectorize(wb_loops[-1])
+
+
+def _inline_copies(sch, block) -> None:
+    """Inline producers that are plain copies (a pad with no padding): the intrinsic reads a buffer."""
+    from tvm import tirx
+    from tvm.ir.expr import TensorLoad
+
+    for b in sch.get_producers(block):
+        stmt = sch.get(b)
+        if isinstance(stmt.body, tirx.BufferStore) and isinstance(stmt.body.value, TensorLoad):
+            try:
+                sch.compute_inline(b)
+            except Exception:  # a real pad stays a separate loop nest
+                pass
+
+
+def _pack_weight(sch, block, name: str, lanes: int) -> None:
+    """(..., I, O) → (O/L, ..., I/4, L, 4); pipeline.prepack_weights does it once at compile time."""
+    stmt = sch.get(block)
+    params = [p.name for p in sch.mod["main"].params]
+    index = next(i for i, r in enumerate(stmt.reads) if r.source.name == name)
+    cache = sch.cache_read(block, index, "global")
+    sch.transform_layout(
+        cache, ("write", 0), lambda *ax: (ax[-1] // lanes, *ax[:-2], ax[-2] // 4, ax[-1] % lanes, ax[-2] % 4)
+    )
+    sch.annotate(cache, "meta_schedule.layout_rewrite_preproc", True)
+    sch.annotate(cache, "edgert.pack_param", params.index(name))
+    sch.annotate(cache, "edgert.pack_vec", lanes)
+    sch.annotate(cache, "edgert.pack_kind", PACK_KIND)
+
+
+def pack(weight, lanes: int):
+    """The numpy twin of ``_pack_weight``'s layout: (..., I, O) → (O/L, ..., I/4, L, 4)."""
+    import numpy as np
+
+    *rest, i, o = weight.shape
+    w = weight.reshape(*rest, i // 4, 4, o // lanes, lanes)
+    n = len(rest)
+    # axes: rest..., I/4 (n), 4 (n+1), O/L (n+2), L (n+3)
+    return np.ascontiguousarray(w.transpose(n + 2, *range(n), n, n + 3, n + 1))
+
+
+_COMPILES: dict[tuple[str, str], bool] = {}
+
+
+def instruction_compiles(dot: str, target) -> bool:
+    """Whether a one-instruction kernel tensorized with ``dot``'s intrinsic compiles for ``target``.
+
+    Guards against intrinsics whose LLVM signature changed under TVM (then the template is
+    not used and the integer layers get the generic tiled template). Cached per target.
+    """
+    key = (dot, str(target))
+    if key not in _COMPILES:
+        try:
+            _probe(dot, target)
+            _COMPILES[key] = True
+        except Exception:  # LLVM rejected the intrinsic call: report "no dot product"
+            _COMPILES[key] = False
+    return _COMPILES[key]
+
+
+def _probe(dot: str, target) -> None:
+    import tvm
+    from tvm import s_tir
+    from tvm.script import tirx as T
+
+    lanes, name, dtype = INTRINSICS[dot]
+    _register_intrinsics(dot)
+
+    @T.prim_func(s_tir=True)
+    def kernel(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (4,), dtype)
+        B = T.match_buffer(b, (lanes, 4), "int8")
+        C = T.match_buffer(c, (lanes,), "int32")
+        for i, k in T.grid(lanes, 4):
+            with T.sblock("update"):
+                vi, vk = T.axis.remap("SR", [i, k])
+                C[vi] = C[vi] + T.Cast("int32", A[vk]) * T.Cast("int32", B[vi, vk])
+
+    sch = s_tir.Schedule(kernel)
+    sch.tensorize(sch.get_loops(sch.get_sblock("update"))[0], name)
+    tvm.compile(sch.mod, target=target)
+
+
+def _register_intrinsics(dot: str) -> None:
+    """Make the tensor intrinsic of ``dot`` known to TVM (importing TVM's module registers its own)."""
+    if dot != "vnni":
+        import tvm.s_tir.tensor_intrin.arm_cpu  # noqa: F401
+        return
+    from tvm.s_tir import TensorIntrin
+    from tvm.s_tir.tensor_intrin.x86 import dot_product_16x4_u8i8i32_desc
+
+    name = INTRINSICS["vnni"][1]
+    try:
+        TensorIntrin.get(name)
+        return
+    except Exception:  # not registered yet
+        pass
+    TensorIntrin.register(name, dot_product_16x4_u8i8i32_desc, _vnni_impl())
+
+
+def _vnni_impl():
+    """TVM's VNNI implementation with the operand types of LLVM >= 20's ``vpdpbusd`` (<64 x i8>).
+
+    TVM 0.27 ships it with <16 x i32> operands, which the LLVM it bundles rejects.
+    """
+    from tvm.script import tirx as T
+
+    @T.prim_func(s_tir=True)
+    def impl(
+        A: T.Buffer((4,), "uint8", offset_factor=1),
+        B: T.Buffer((16, 4), "int8", offset_factor=1),
+        C: T.Buffer((16,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
+            T.writes(C[0:16])
+            a_word = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
+            C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
+                C.vload([0], dtype="int32x16"),
+                T.reinterpret(T.broadcast(a_word, 16), dtype="int8x64"),
+                B.vload([0, 0], dtype="int8x64"),
+                dtype="int32x16",
+            )
+
+    return impl

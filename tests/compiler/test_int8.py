@@ -1,0 +1,196 @@
+"""Int8 bundles: QDQ models compute with int8 × int8 → int32 and agree with onnxruntime.
+
+The QDQ models are made by onnxruntime's own ``quantize_static`` (per-channel int8 weights;
+uint8 asymmetric or int8 symmetric activations), independently of edgert's quantiser.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+ZOO_CASES = [("digits_cnn", "uint8"), ("digits_cnn", "int8"), ("mobilenetv2_digits", "int8"), ("tcn_kws", "uint8")]
+
+
+def qdq(src, dst, calib: dict[str, np.ndarray], activation: str):
+    """``src`` quantised by onnxruntime to QDQ (per-channel int8 weights) at ``dst``."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            name, x = next(iter(calib.items()))
+            self.samples = iter([{name: x[i : i + 1].astype(np.float32)} for i in range(len(x))])
+
+        def get_next(self):
+            return next(self.samples, None)
+
+    signed = activation == "int8"
+    quantize_static(
+        str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True, weight_type=QuantType.QInt8,
+        activation_type=QuantType.QInt8 if signed else QuantType.QUInt8, extra_options={"ActivationSymmetric": signed},
+    )
+    return dst
+
+
+def output_step(path) -> float:
+    """The scale of the DequantizeLinear that produces the model's output: one quantisation step."""
+    import onnx
+    from onnx import numpy_helper
+
+    g = onnx.load(str(path)).graph
+    inits = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    node = next(n for n in g.node if n.op_type == "DequantizeLinear" and n.output[0] == g.output[0].name)
+    return float(inits[node.input[1]])
+
+
+@pytest.fixture(scope="module")
+def zoo_qdq(tmp_path_factory):
+    """zoo_qdq(name, activation) -> path of the zoo model quantised by onnxruntime (cached)."""
+    from edgert.zoo import get
+    from edgert.zoo.harness import calibration_data
+
+    root = tmp_path_factory.mktemp("qdq")
+    cache = {}
+
+    def make(name: str, activation: str):
+        if (name, activation) not in cache:
+            cache[(name, activation)] = qdq(get(name).onnx_path, root / f"{name}_{activation}.onnx",
+                                            calibration_data(name, 32), activation)
+        return cache[(name, activation)]
+
+    return make
+
+
+def big_dense(path, width: int = 1024):
+    """Two 1024x1024 Gemm layers: weights dominate the library, as in real models."""
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array((rng.standard_normal((width, width)) / 32).astype(np.float32), f"w{i}") for i in (0, 1)]
+    inits += [numpy_helper.from_array(rng.standard_normal(width).astype(np.float32) / 10, f"b{i}") for i in (0, 1)]
+    graph = helper.make_graph(
+        [
+            helper.make_node("Gemm", ["x", "w0", "b0"], ["h"], transB=1),
+            helper.make_node("Relu", ["h"], ["r"]),
+            helper.make_node("Gemm", ["r", "w1", "b1"], ["y"], transB=1),
+        ],
+        "dense",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, (1, width))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, (1, width))],
+        inits,
+    )
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def _build(path, target: str = "host"):
+    from edgert.compiler import pipeline
+    from edgert.compiler.build import to_relax
+    from edgert.compiler.targets import load_target
+    from edgert.model import load
+
+    model = load(path)
+    return model, pipeline.build(to_relax(model), load_target(target), "default")[0]
+
+
+def _ort(path, feeds):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+
+
+@pytest.mark.parametrize(("name", "activation"), ZOO_CASES)
+def test_int8_outputs_agree_with_onnxruntime_within_one_step(zoo_qdq, name, activation):
+    import tvm
+    from tvm import relax
+
+    from edgert.zoo.harness import validation_data
+
+    path = zoo_qdq(name, activation)
+    model, ex = _build(path)
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    spec = model.inputs[0]
+    x = validation_data(name).x[:16].reshape(16, *spec.shape[1:]).astype(np.float32)
+    step = output_step(path)
+    within = []
+    for i in range(len(x)):
+        sample = x[i : i + 1]
+        got = vm["main"](tvm.runtime.tensor(sample)).numpy()
+        within.append(np.abs(got - _ort(path, {spec.name: sample})) <= step * 1.001)
+    frac = float(np.mean(np.concatenate([w.ravel() for w in within])))
+    assert frac >= 0.99, f"{name} ({activation}): only {frac:.1%} of outputs within one step ({step:.4g}) of onnxruntime"
+
+
+def _layer_calls(mod):
+    from tvm import relax
+
+    calls = []
+
+    def visit(e):
+        if isinstance(e, relax.Call) and getattr(e.op, "name", "") in ("relax.nn.conv2d", "relax.matmul"):
+            calls.append(e)
+
+    relax.analysis.post_order_visit(mod["main"], visit)
+    return calls
+
+
+def test_int8_layers_accumulate_in_int32_and_use_vnni(zoo_qdq):
+    from edgert.compiler import int8, pipeline
+    from edgert.compiler.build import to_relax
+    from edgert.compiler.schedules import CpuInfo
+    from edgert.compiler.targets import load_target
+    from edgert.model import load
+
+    tgt = load_target("host")
+    mod = to_relax(load(zoo_qdq("digits_cnn", "int8")))
+    assert all(str(c.ty.dtype) == "float32" for c in _layer_calls(mod))  # as the frontend imports QDQ
+    integer, report = int8.integerize(mod, tgt)
+    assert report.to_json()["integer_layers"] == 4  # 3 convs and the classifier
+    calls = _layer_calls(integer)
+    assert len(calls) == 4, "a float conv/matmul is left next to the integer ones"
+    for c in calls:
+        assert str(c.ty.dtype) == "int32", c
+        assert [str(a.ty.dtype) for a in c.args] == [int8.activation_dtype(tgt), "int8"], c
+    lowered, report = pipeline.lower(mod, tgt, mode="default")
+    convs = {gv.name_hint: f.script() for gv, f in lowered.functions.items() if "conv2d" in gv.name_hint}
+    assert len(convs) == 3 and not report.counts.naive
+    for name, text in convs.items():  # integer products summed in int32 (or the VNNI instruction)
+        assert 'T.Cast("int32"' in text or "vpdpbusd" in text, name
+    if CpuInfo.from_target(tgt).dot == "vnni":
+        # The 16->32 and 32->32 convs (the 1-channel first one has no 4-channel groups).
+        assert sum("vpdpbusd" in t for t in convs.values()) == 2
+
+
+def test_int8_weights_stay_int8_in_the_library(tmp_path):
+    import edgert
+    from edgert.compiler.build import CompileOptions
+
+    float_path = big_dense(tmp_path / "dense.onnx")
+    rng = np.random.default_rng(1)
+    q_path = qdq(float_path, tmp_path / "dense_qdq.onnx", {"x": rng.standard_normal((8, 1024)).astype(np.float32)}, "uint8")
+    opts = CompileOptions(schedules="default")
+    f = edgert.compile(float_path, target="host", output=tmp_path / "f.edgert", options=opts, log=lambda _: None)
+    q = edgert.compile(q_path, target="host", output=tmp_path / "q.edgert", options=opts, log=lambda _: None)
+    f_size = (f.path / "lib" / "model.so").stat().st_size
+    q_size = (q.path / "lib" / "model.so").stat().st_size
+    assert f_size > 8_000_000  # two 4 MB float weights
+    assert q_size <= 0.3 * f_size, f"int8 library {q_size} bytes vs float {f_size}"
+
+
+@pytest.mark.qemu
+def test_rpi5_bundle_uses_sdot_and_runs_under_qemu(qemu, zoo_qdq, tmp_path):
+    import edgert
+    from edgert.zoo import evaluate
+
+    objdump = shutil.which("aarch64-linux-gnu-objdump")
+    if objdump is None:
+        pytest.fail("aarch64-linux-gnu-objdump is missing; run 'make install' (binutils-aarch64-linux-gnu)")
+    path = zoo_qdq("digits_cnn", "int8")
+    bundle = edgert.compile(path, target="rpi5", output=tmp_path / "rpi5.edgert", log=lambda _: None)
+    asm = subprocess.run([objdump, "-d", str(bundle.path / "lib" / "model.so")], capture_output=True, text=True, check=True).stdout
+    assert asm.count("sdot\t") >= 8, "no Arm dot-product instructions in the rpi5 int8 library"
+    host = evaluate("digits_cnn", path, limit=8)  # onnxruntime on the QDQ model
+    emulated = evaluate("digits_cnn", bundle, device="qemu", limit=8)
+    assert emulated.samples == 8 and emulated.accuracy == host.accuracy

@@ -1,0 +1,205 @@
+"""Int8 vs float on this host: edgert float bundle, edgert int8 bundle, onnxruntime float, onnxruntime int8.
+
+For every model, one run of this script quantises it to ONNX QDQ (onnxruntime's
+``quantize_static``: per-channel int8 weights, uint8 activations by default, ``--activations
+int8`` for symmetric int8; zoo models calibrate on their calibration split, other models on
+``--calib-samples`` standard-normal inputs), compiles a float and an int8 host bundle, and
+prints per thread count a Markdown table: median ms of the four, the int8 bundle's speed-up
+over the float bundle, its ratio to onnxruntime int8 (below 1: faster), and the sizes of
+``lib/model.so``.
+
+Measurement is ``tools/bench_runtimes.py``'s (imported, not copied): every cell is a fresh
+subprocess with ``TVM_NUM_THREADS`` / ``OMP_NUM_THREADS`` = N, warm-up then single timed calls,
+each bundle checked against its golden (onnxruntime) output first.
+
+Usage (project venv; a quiet machine for numbers to publish):
+
+    .venv/bin/python tools/bench_int8.py --torchvision-dir tv-models --json int8.json
+    .venv/bin/python tools/bench_int8.py --model PATH/mobilenet_v2.onnx --models digits_cnn,mobilenet_v2
+    .venv/bin/python tools/bench_int8.py --quick --models digits_cnn --threads 1     # smoke run
+
+Progress goes to stderr; the tables to stdout.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_runtimes as br  # noqa: E402  (a sibling script, not a package)
+
+COLUMNS = ("float_bundle", "int8_bundle", "ort_float", "ort_int8")
+HEADERS = {"float_bundle": "edgert float ms", "int8_bundle": "edgert int8 ms", "ort_float": "onnxruntime float ms",
+           "ort_int8": "onnxruntime int8 ms"}
+
+
+def quantize_ort(src: Path, dst: Path, name: str, zoo: bool, shapes: dict[str, Any], activation: str, samples: int) -> Path:
+    """``src`` as onnxruntime QDQ at ``dst`` (the model both int8 columns run)."""
+    import numpy as np
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    if zoo:
+        from edgert.zoo.harness import calibration_data
+
+        calib = calibration_data(name, samples)
+        (input_name, x), = calib.items()
+        x = x.reshape(len(x), *shapes[input_name][1:]).astype(np.float32)
+    else:
+        (input_name, shape), = shapes.items()
+        x = np.random.default_rng(0).standard_normal((samples, *shape[1:])).astype(np.float32)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter([{input_name: x[i : i + 1]} for i in range(len(x))])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    signed = activation == "int8"
+    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    weight_type=QuantType.QInt8, activation_type=QuantType.QInt8 if signed else QuantType.QUInt8,
+                    extra_options={"ActivationSymmetric": signed})
+    return dst
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    budget = br.QUICK if args.quick else dataclasses.replace(br.FULL, min_s=args.min_time, min_runs=args.min_runs)
+    specs = br.collect_models(args.models, args.torchvision_dir, args.model, None)
+    variant = "tuned" if args.tuned else "default"
+    results: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="edgert-int8-") as tmp:
+        work = args.work or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        models: dict[str, dict[str, Any]] = {}
+        for s in specs:
+            if s.missing:
+                br.progress(f"{s.name}: skipped ({s.missing})")
+                models[s.name] = {"missing": s.missing}
+                continue
+            (work / s.name).mkdir(parents=True, exist_ok=True)
+            br.progress(f"{s.name}: quantising (onnxruntime quantize_static, {args.activations} activations) ...")
+            try:
+                qdq = quantize_ort(s.onnx, work / s.name / "qdq.onnx", s.name, s.zoo, s.shapes, args.activations,
+                                   args.calib_samples)
+            except Exception as exc:  # noqa: BLE001 - one model's failure is one row of errors
+                models[s.name] = {"missing": f"quantisation failed: {exc}"}
+                continue
+            entry: dict[str, Any] = {"float": str(s.onnx), "int8": str(qdq)}
+            for kind, src in (("float", s.onnx), ("int8", qdq)):
+                out = work / s.name / f"{kind}.edgert"
+                br.progress(f"{s.name} {kind}: compiling ...")
+                res = br.run_isolated({"kind": "compile", "onnx": str(src), "shapes": s.shapes, "variant": variant,
+                                       "out": str(out), "tuning_db": str(args.tuning_db) if args.tuning_db else None},
+                                      max(args.threads), args.compile_timeout)
+                if "error" in res:
+                    br.progress(f"{s.name} {kind}: compile failed: {res['error']}")
+                    entry[f"{kind}_bundle"] = {"error": res["error"]}
+                else:
+                    entry[f"{kind}_bundle"] = str(out)
+                    entry[f"{kind}_so_bytes"] = (out / "lib" / "model.so").stat().st_size
+            models[s.name] = entry
+
+        for threads in args.threads:
+            for s in specs:
+                entry = models[s.name]
+                row: dict[str, Any] = {"model": s.name, "threads": threads}
+                for col in COLUMNS:
+                    if "missing" in entry:
+                        row[col] = {"na": entry["missing"]}
+                        continue
+                    kind = col.split("_")[1] if col.startswith("ort") else col.split("_")[0]
+                    if col.startswith("ort"):
+                        task = {"kind": "ort", "onnx": entry[kind], "shapes": s.shapes, "threads": threads}
+                    elif isinstance(entry[f"{kind}_bundle"], dict):
+                        row[col] = entry[f"{kind}_bundle"]
+                        continue
+                    else:
+                        task = {"kind": "bundle", "bundle": entry[f"{kind}_bundle"]}
+                    row[col] = br._measure(s, col, task, threads, budget, args.timeout)
+                row["float_so_bytes"] = entry.get("float_so_bytes")
+                row["int8_so_bytes"] = entry.get("int8_so_bytes")
+                results.append(row)
+    return {"host": br.host_info(), "settings": {"threads": args.threads, "quick": args.quick, "variant": variant,
+                                                 "activations": args.activations, "budget": dataclasses.asdict(budget)},
+            "results": results}
+
+
+def _ms(cell: dict[str, Any]) -> float | None:
+    return cell.get("median_ms") if isinstance(cell, dict) else None
+
+
+def render(report: dict[str, Any]) -> str:
+    host, settings = report["host"], report["settings"]
+    v = host["versions"]
+    lines = [
+        f"Measured {host['date']} on {host['cpu']} ({host['cores']} cores), onnxruntime {v.get('onnxruntime')}, "
+        f"TVM {v.get('apache-tvm')}, edgert {v.get('edgert')}; {settings['activations']} activations, "
+        f"edgert schedules '{settings['variant']}'" + (" — --quick (smoke run, few repeats)" if settings["quick"] else "") + ".",
+        "Median ms per inference of batch 1. int8/float: the int8 bundle's speed-up over the float bundle; "
+        "int8/ORT int8: its time over onnxruntime's on the same QDQ model (below 1: faster). Sizes: lib/model.so.",
+        "",
+    ]
+    for threads in settings["threads"]:
+        rows = [r for r in report["results"] if r["threads"] == threads]
+        lines += [f"### {threads} thread{'s' if threads > 1 else ''}", ""]
+        lines += ["| model | " + " | ".join(HEADERS[c] for c in COLUMNS)
+                  + " | int8 speed-up over float | int8 / ORT int8 | model.so float KB | int8 KB | size ratio |",
+                  "|---" * (len(COLUMNS) + 6) + "|"]
+        for r in rows:
+            cells = []
+            for c in COLUMNS:
+                ms = _ms(r[c])
+                cells.append(br.fmt_ms(ms) if ms is not None else
+                             ("error: " + br._cell_text(r[c]["error"], 50) if "error" in r[c] else "n/a"))
+            f_ms, i_ms, o_ms = _ms(r["float_bundle"]), _ms(r["int8_bundle"]), _ms(r["ort_int8"])
+            cells.append(f"{f_ms / i_ms:.2f}x" if f_ms and i_ms else "-")
+            cells.append(f"{i_ms / o_ms:.2f}" if i_ms and o_ms else "-")
+            fb, ib = r.get("float_so_bytes"), r.get("int8_so_bytes")
+            cells += [f"{fb / 1024:.0f}" if fb else "-", f"{ib / 1024:.0f}" if ib else "-", f"{ib / fb:.2f}" if fb and ib else "-"]
+            lines.append(f"| {r['model']} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog="\n".join(__doc__.splitlines()[1:]))
+    ap.add_argument("--models", type=lambda s: [x for x in s.split(",") if x], help="comma list of model names (default: all)")
+    ap.add_argument("--model", type=Path, action="append", default=[], metavar="PATH", help="an extra float .onnx model (repeatable)")
+    ap.add_argument("--torchvision-dir", type=Path, metavar="DIR", help="folder with mobilenet_v2.onnx and resnet18.onnx")
+    ap.add_argument("--threads", type=lambda s: [int(x) for x in s.split(",") if x], default=[1, 2], help="e.g. 1,2 (default)")
+    ap.add_argument("--activations", choices=("uint8", "int8"), default="uint8", help="activation dtype of the QDQ model")
+    ap.add_argument("--calib-samples", type=int, default=32, help="calibration samples (default %(default)s)")
+    ap.add_argument("--tuned", action="store_true", help="compile with tuning records (schedules 'auto') instead of edgert defaults")
+    ap.add_argument("--tuning-db", metavar="DIR[,DIR]", help="tuning databases for --tuned")
+    ap.add_argument("--quick", action="store_true", help="few repeats: a smoke run, not numbers to publish")
+    ap.add_argument("--min-time", type=float, default=br.FULL.min_s, help="seconds of timed calls per cell (default %(default)s)")
+    ap.add_argument("--min-runs", type=int, default=br.FULL.min_runs, help="timed calls per cell at least (default %(default)s)")
+    ap.add_argument("--work", type=Path, metavar="DIR", help="keep QDQ models and bundles here (default: a temp dir)")
+    ap.add_argument("--timeout", type=float, default=900.0, help="seconds per measurement subprocess")
+    ap.add_argument("--compile-timeout", type=float, default=3600.0, help="seconds per compile subprocess")
+    ap.add_argument("--json", type=Path, metavar="OUT", help="also write all results as JSON")
+    args = ap.parse_args(argv)
+    if not args.threads or any(t < 1 for t in args.threads):
+        ap.error("--threads takes positive counts, e.g. 1,2")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    report = run(args)
+    print(render(report), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1, default=str) + "\n")
+        br.progress(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
