@@ -104,6 +104,7 @@ class ProfileReport:
     per_op: dict | None = None  # runs, sum_ms, run_ms (median of instrumented runs), coverage, rows
     energy: dict | None = None  # runs, windows, rails (RailEnergy), traces for plots
     warnings: list[str] = field(default_factory=list)
+    threads: int | None = None  # the runtime's thread pool (TVM_NUM_THREADS, else one per physical core)
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -194,6 +195,7 @@ def build_report(bundle: Bundle, transport, options: ProfileOptions, raw: dict) 
         latency=latency,
         cpu_mhz={phase: {cpu: khz / 1e3 for cpu, khz in raw["cpu_freq_khz"][phase].items()} for phase in ("before", "after")},
         memory=dict(raw["memory"]),
+        threads=int(raw["threads"]) if raw.get("threads") else None,
     )
     if raw.get("per_op"):
         report.per_op = _per_op(raw["per_op"], latency)

@@ -19,7 +19,7 @@ def table(r: dict) -> str:
     b, lat, opts = r["bundle"], r["latency"], r["options"]
     lines = [
         f"{b['label']} ({b['target']}, {b['compression']}) on {r['device']} ({r['arch']}): "
-        f"{lat['n']} timed runs after {opts['warmup']} warm-up",
+        f"{lat['n']} timed runs after {opts['warmup']} warm-up" + (f", {r['threads']} thread(s)" if r.get("threads") else ""),
         f"  latency     median {ms(lat['median_ms'])} ms   mean {ms(lat['mean_ms'])}   std {ms(lat['std_ms'])} "
         f"({lat['cv']:.1%})   min {ms(lat['min_ms'])}   p90 {ms(lat['p90_ms'])}   p99 {ms(lat['p99_ms'])}   max {ms(lat['max_ms'])}",
         f"  cold start  {ms(r['cold']['cold_ms'])} ms (load {ms(r['cold']['load_ms'])} ms + first run "

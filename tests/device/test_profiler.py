@@ -44,6 +44,31 @@ def host_raw(zoo_cnn):
     return _parse_report(LocalDevice().run(argv), LocalDevice())
 
 
+def _physical_cores() -> int:
+    from pathlib import Path
+
+    cores = set()
+    for f in Path("/sys/devices/system/cpu").glob("cpu[0-9]*/topology/core_id"):
+        package = f.with_name("physical_package_id")
+        cores.add((package.read_text().strip() if package.exists() else "0", f.read_text().strip()))
+    return len(cores) or __import__("os").cpu_count()
+
+
+def test_runner_uses_one_thread_per_physical_core_unless_told(zoo_cnn):
+    """TVM alone would use half the logical CPUs on x86; the runner sizes the pool itself."""
+    import os
+    import subprocess
+
+    bundle = zoo_cnn("host")
+    argv = [str(bundle.path / "bin" / "edgert-run"), str(bundle.path), "--golden", "--profile", "--repeat", "5"]
+    env = {k: v for k, v in os.environ.items() if k != "TVM_NUM_THREADS"}
+    for extra, want in (({}, _physical_cores()), ({"TVM_NUM_THREADS": "1"}, 1)):
+        p = subprocess.run(argv, capture_output=True, text=True, env=env | extra, timeout=120)
+        report = json.loads(next(ln for ln in p.stdout.splitlines() if ln.startswith("EDGERT "))[7:])
+        assert report["threads"] == want, (extra, report.get("threads"))
+    assert build_report(bundle, LocalDevice(), ProfileOptions(), report).threads == 1
+
+
 def test_per_op_times_sum_to_the_end_to_end_latency(zoo_cnn, host_raw):
     report = build_report(zoo_cnn("host"), LocalDevice(), ProfileOptions(per_op=True, repeat=300), host_raw)
     per_op = report.per_op

@@ -477,6 +477,26 @@ std::string CpuFreqJson() {
   return json + "}";
 }
 
+// Threads the TVM runtime will use. Unless TVM_NUM_THREADS says otherwise, one per physical
+// core: TVM's own default on x86 is half the logical CPUs (it assumes two hyper-threads per
+// core), which on a VM or a board without them leaves half the cores idle.
+int DefaultThreads() {
+  if (const char* env = std::getenv("TVM_NUM_THREADS")) {
+    int n = std::atoi(env);
+    if (n > 0) return n;
+  }
+  std::set<std::string> cores;
+  for (const std::string& path : Glob("/sys/devices/system/cpu/cpu[0-9]*/topology/core_id")) {
+    std::ifstream core(path), package(path.substr(0, path.rfind('/')) + "/physical_package_id");
+    std::string c, p;
+    if (std::getline(core, c)) cores.insert((std::getline(package, p) ? p : "0") + ":" + c);
+  }
+  long online = sysconf(_SC_NPROCESSORS_ONLN);
+  int n = cores.empty() ? int(online > 0 ? online : 1) : int(cores.size());
+  setenv("TVM_NUM_THREADS", std::to_string(n).c_str(), 0);
+  return n;
+}
+
 // Peak resident memory of this process: getrusage's ru_maxrss and /proc's VmHWM, in KiB.
 std::string MemoryJson() {
   struct rusage usage;
@@ -892,7 +912,7 @@ std::string Profile(const Options& o) {
   std::fprintf(stderr, "edgert-run: cold start %.1f ms, %d timed run(s), median %.4f ms\n", cold_ms, o.repeat,
                sorted[sorted.size() / 2]);
   return "{\"status\":\"ok\",\"mode\":\"profile\",\"load_ms\":" + Precise(load_ms) + ",\"first_run_ms\":" +
-         Precise(first_run_ms) + ",\"cold_ms\":" + Precise(cold_ms) + ",\"warmup\":" + std::to_string(o.warmup) +
+         Precise(first_run_ms) + ",\"cold_ms\":" + Precise(cold_ms) + ",\"warmup\":" + std::to_string(o.warmup) + ",\"threads\":" + std::to_string(DefaultThreads()) +
          ",\"run_ms\":" + Series(run_ms) + ",\"cpu_freq_khz\":{\"before\":" + freq_before + ",\"after\":" +
          freq_after + "},\"memory\":" + MemoryJson() + ",\"energy\":" + energy + ",\"per_op\":" + per_op +
          ",\"outputs\":" + outputs + "}";
@@ -926,6 +946,7 @@ std::string Run(const Options& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  DefaultThreads();  // before the runtime starts its thread pool
   if (argc > 1 && std::strcmp(argv[1], "--rpc-server") == 0) return EdgertRpcServerMain(argc, argv);
   Failure failure;
   try {
