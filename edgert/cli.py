@@ -338,16 +338,19 @@ def profile(bundle_path: Path, device: str, warmup: int, repeat: int, per_op: bo
     bundle = Bundle.open(bundle_path)
     with contextlib.closing(open_device(device)) as dev:
         report = run_profile(bundle, dev, options).to_json()
-    click.echo(views.table(report))
+    # Kept before anything is printed: `edgert profile ... | head` must not lose the measurement.
+    run_id = None if no_record else results.record(report)
     if json_path:
         import json
 
         atomic_write_bytes(json_path, (json.dumps(report, indent=1) + "\n").encode())
+    click.echo(views.table(report))
+    if json_path:
         click.echo(f"report: {json_path}")
     if plot_dir:
         click.echo(f"plots: {', '.join(str(p) for p in views.plot(report, plot_dir))}")
-    if not no_record:
-        click.echo(f"recorded as run {results.record(report)} ('edgert results' lists runs)")
+    if run_id is not None:
+        click.echo(f"recorded as run {run_id} ('edgert results' lists runs)")
 
 
 @main.command("results")

@@ -175,3 +175,19 @@ def test_profile_over_ssh_deploys_first(zoo_cnn, sshd, tmp_path):
     assert report.device.startswith("ssh://") and report.latency.n == 30 and report.per_op["rows"]
     runner = list((tmp_path / "device").rglob("bin/edgert-run"))
     assert len(runner) == 1 and not runner[0].is_relative_to(zoo_cnn("host").path)
+
+
+def test_profile_is_recorded_even_when_its_output_is_cut(zoo_cnn, tmp_path):
+    """`edgert profile ... | head -1` closes the pipe early; the run must still be in the history."""
+    import os
+    import shlex
+    import subprocess
+    import sys
+
+    env = os.environ | {"EDGERT_DATA_DIR": str(tmp_path / "data")}
+    # --plot takes a moment after the table, so the later prints meet an already closed pipe.
+    cmd = (f"{shlex.quote(sys.executable)} -m edgert.cli profile {shlex.quote(str(zoo_cnn('host').path))} --repeat 5 "
+           f"--plot {shlex.quote(str(tmp_path / 'plots'))} | head -1")
+    subprocess.run(["sh", "-c", cmd], env=env, capture_output=True, timeout=300, check=True)
+    listed = subprocess.run([sys.executable, "-m", "edgert.cli", "results"], env=env, capture_output=True, text=True, timeout=60)
+    assert "digits_cnn.host" in listed.stdout and "local" in listed.stdout, listed.stdout
