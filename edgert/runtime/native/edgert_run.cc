@@ -41,6 +41,8 @@
 
 // rpc_server.cc: `edgert-run --rpc-server ...`; prints its own EDGERT lines, returns the exit status.
 int EdgertRpcServerMain(int argc, char** argv);
+// A JSON string literal; rpc_server.cc prints its EDGERT lines with it too.
+std::string EdgertJsonQuote(const std::string& s);
 
 namespace {
 
@@ -79,22 +81,7 @@ void Check(edgert_status status) {
 
 // ---------------------------------------------------------------- JSON output
 
-std::string Quote(const std::string& s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += char(c);
-    } else if (c < 0x20) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\u%04x", c);
-      out += buf;
-    } else {
-      out += char(c);
-    }
-  }
-  return out + "\"";
-}
+std::string Quote(const std::string& s) { return EdgertJsonQuote(s); }
 
 std::string Number(double ms) {
   char buf[32];
@@ -480,7 +467,7 @@ std::string CpuFreqJson() {
 // Threads the TVM runtime will use. Unless TVM_NUM_THREADS says otherwise, one per physical
 // core: TVM's own default on x86 is half the logical CPUs (it assumes two hyper-threads per
 // core), which on a VM or a board without them leaves half the cores idle.
-int DefaultThreads() {
+int CountThreads() {
   if (const char* env = std::getenv("TVM_NUM_THREADS")) {
     int n = std::atoi(env);
     if (n > 0) return n;
@@ -494,6 +481,11 @@ int DefaultThreads() {
   long online = sysconf(_SC_NPROCESSORS_ONLN);
   int n = cores.empty() ? int(online > 0 ? online : 1) : int(cores.size());
   setenv("TVM_NUM_THREADS", std::to_string(n).c_str(), 0);
+  return n;
+}
+
+int DefaultThreads() {
+  static const int n = CountThreads();  // once: main sets it up, the profile report reads it
   return n;
 }
 
@@ -944,6 +936,23 @@ std::string Run(const Options& o) {
 }
 
 }  // namespace
+
+std::string EdgertJsonQuote(const std::string& s) {
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += char(c);
+    } else if (c < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      out += buf;
+    } else {
+      out += char(c);
+    }
+  }
+  return out + "\"";
+}
 
 int main(int argc, char** argv) {
   DefaultThreads();  // before the runtime starts its thread pool

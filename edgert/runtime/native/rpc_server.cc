@@ -53,6 +53,8 @@
 
 namespace ffi = tvm::ffi;
 
+std::string EdgertJsonQuote(const std::string& s);  // edgert_run.cc
+
 namespace {
 
 // Constants of TVM's RPC protocol (python/tvm/rpc/base.py).
@@ -77,22 +79,7 @@ struct RpcFailure {
 [[noreturn]] void Fail(const std::string& message) { throw RpcFailure{"rpc", message}; }
 [[noreturn]] void Usage(const std::string& message) { throw RpcFailure{"usage", message}; }
 
-std::string Quote(const std::string& s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += char(c);
-    } else if (c < 0x20) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\u%04x", c);
-      out += buf;
-    } else {
-      out += char(c);
-    }
-  }
-  return out + "\"";
-}
+std::string Quote(const std::string& s) { return EdgertJsonQuote(s); }
 
 void Log(const std::string& message) { std::fprintf(stderr, "edgert-run rpc: %s\n", message.c_str()); }
 
