@@ -78,3 +78,20 @@ class Knobs:
 def divisors(n: int, lo: int = 1, hi: int | None = None) -> list[int]:
     hi = n if hi is None else min(hi, n)
     return [d for d in range(lo, hi + 1) if n % d == 0]
+
+
+def tile_epilogue(sch, block, scope: str, loop):
+    """Write ``block``'s output through a ``scope`` cache computed under ``loop`` (the register
+    tile), with its fused elementwise consumers (bias, ReLU, requantize) inlined into that
+    write-back; returns the write-back block."""
+    wb = sch.cache_write(block, 0, scope)
+    for _ in range(16):
+        consumers = sch.get_consumers(wb)
+        if len(consumers) != 1:
+            break
+        try:
+            sch.reverse_compute_inline(consumers[0])
+        except Exception:
+            break
+    sch.reverse_compute_at(wb, loop, preserve_unit_loops=True)
+    return wb

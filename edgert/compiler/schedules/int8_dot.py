@@ -14,7 +14,7 @@ The requantize epilogue is applied to the register tile before it is stored.
 """
 from __future__ import annotations
 
-from edgert.compiler.schedules.base import CpuInfo, Knobs, ScheduleFailed, divisors
+from edgert.compiler.schedules.base import CpuInfo, Knobs, ScheduleFailed, divisors, tile_epilogue
 
 # CpuInfo.dot → (int32 lanes per instruction, TVM tensor intrinsic, activation dtype)
 INTRINSICS = {
@@ -143,16 +143,7 @@ def apply(sch, cpu: CpuInfo, knobs: Knobs) -> None:
 
     # "global" scope because TVM's intrinsics declare their buffers so; the tile is a small
     # fixed-size allocation (stack), which LLVM keeps in registers once the tile is unrolled.
-    wb = sch.cache_write(block, 0, "global")
-    for _ in range(16):  # the requantize epilogue runs on the register tile
-        consumers = sch.get_consumers(wb)
-        if len(consumers) != 1:
-            break
-        try:
-            sch.reverse_compute_inline(consumers[0])
-        except Exception:
-            break
-    sch.reverse_compute_at(wb, nest[-1], preserve_unit_loops=True)
+    wb = tile_epilogue(sch, block, "global", nest[-1])  # the requantize runs on the register tile
     sch.parallel(sch.fuse(*nest) if len(nest) > 1 else nest[0])
     first_reduce = other_reduce[0] if other_reduce else rc_o
     init = sch.decompose_reduction(block, first_reduce)

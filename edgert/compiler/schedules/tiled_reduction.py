@@ -9,7 +9,7 @@ add) are applied while the tile is still in registers.
 """
 from __future__ import annotations
 
-from edgert.compiler.schedules.base import CpuInfo, Knobs, ScheduleFailed, divisors
+from edgert.compiler.schedules.base import CpuInfo, Knobs, ScheduleFailed, divisors, tile_epilogue
 
 
 def _anchor(sch):
@@ -136,17 +136,8 @@ def apply(sch, cpu: CpuInfo, knobs: Knobs) -> None:
     if vec_extent % vec_inner == 0 and knobs.choose([0, 1], 1):
         _pack_weight(sch, block, vec_inner)
 
-    wb = sch.cache_write(block, 0, "local")
     # Fused elementwise consumers (bias, ReLU, residual add) run on the register tile.
-    for _ in range(16):
-        consumers = sch.get_consumers(wb)
-        if len(consumers) != 1:
-            break
-        try:
-            sch.reverse_compute_inline(consumers[0])
-        except Exception:
-            break
-    sch.reverse_compute_at(wb, nest[-1], preserve_unit_loops=True)
+    wb = tile_epilogue(sch, block, "local", nest[-1])
     # One parallel loop over all tiles; contiguous chunks keep each thread on few weight blocks.
     sch.parallel(sch.fuse(*nest) if len(nest) > 1 else nest[0])
     sch.vectorize(vi)
