@@ -170,24 +170,13 @@ def render(report: dict[str, Any]) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="\n".join(__doc__.splitlines()[1:]))
-    ap.add_argument("--models", type=lambda s: [x for x in s.split(",") if x], help="comma list of model names (default: all)")
-    ap.add_argument("--model", type=Path, action="append", default=[], metavar="PATH", help="an extra float .onnx model (repeatable)")
-    ap.add_argument("--torchvision-dir", type=Path, metavar="DIR", help="folder with mobilenet_v2.onnx and resnet18.onnx")
-    ap.add_argument("--threads", type=lambda s: [int(x) for x in s.split(",") if x], default=[1, 2], help="e.g. 1,2 (default)")
+    br.add_common_arguments(ap, work="QDQ models and bundles")
     ap.add_argument("--activations", choices=("uint8", "int8"), default="uint8", help="activation dtype of the QDQ model")
     ap.add_argument("--calib-samples", type=int, default=32, help="calibration samples (default %(default)s)")
     ap.add_argument("--tuned", action="store_true", help="compile with tuning records (schedules 'auto') instead of edgert defaults")
     ap.add_argument("--tuning-db", metavar="DIR[,DIR]", help="tuning databases for --tuned")
-    ap.add_argument("--quick", action="store_true", help="few repeats: a smoke run, not numbers to publish")
-    ap.add_argument("--min-time", type=float, default=br.FULL.min_s, help="seconds of timed calls per cell (default %(default)s)")
-    ap.add_argument("--min-runs", type=int, default=br.FULL.min_runs, help="timed calls per cell at least (default %(default)s)")
-    ap.add_argument("--work", type=Path, metavar="DIR", help="keep QDQ models and bundles here (default: a temp dir)")
-    ap.add_argument("--timeout", type=float, default=900.0, help="seconds per measurement subprocess")
-    ap.add_argument("--compile-timeout", type=float, default=3600.0, help="seconds per compile subprocess")
-    ap.add_argument("--json", type=Path, metavar="OUT", help="also write all results as JSON")
     args = ap.parse_args(argv)
-    if not args.threads or any(t < 1 for t in args.threads):
-        ap.error("--threads takes positive counts, e.g. 1,2")
+    br.check_common_arguments(ap, args)
     return args
 
 

@@ -621,34 +621,43 @@ def render_rows(rows: Any) -> list[str]:
     ]
 
 
+def add_common_arguments(ap: argparse.ArgumentParser, work: str = "the compiled bundles") -> None:
+    """Options shared with tools/bench_int8.py: which models, thread counts, timing, output."""
+    ap.add_argument("--models", type=lambda s: [x for x in s.split(",") if x], help="comma list of model names (default: all)")
+    ap.add_argument("--model", type=Path, action="append", default=[], metavar="PATH", help="an extra float .onnx model (repeatable)")
+    ap.add_argument("--torchvision-dir", type=Path, metavar="DIR", help="folder with mobilenet_v2.onnx and resnet18.onnx")
+    ap.add_argument("--threads", type=lambda s: [int(x) for x in s.split(",") if x], default=[1, 2], help="e.g. 1,2 (default)")
+    ap.add_argument("--quick", action="store_true", help="few repeats: a smoke run, not numbers to publish")
+    ap.add_argument("--min-time", type=float, default=FULL.min_s, help="seconds of timed calls per cell (default %(default)s)")
+    ap.add_argument("--min-runs", type=int, default=FULL.min_runs, help="timed calls per cell at least (default %(default)s)")
+    ap.add_argument("--work", type=Path, metavar="DIR", help=f"keep {work} here (default: a temp dir)")
+    ap.add_argument("--timeout", type=float, default=900.0, help="seconds per measurement subprocess")
+    ap.add_argument("--compile-timeout", type=float, default=3600.0, help="seconds per compile subprocess")
+    ap.add_argument("--json", type=Path, metavar="OUT", help="also write all results as JSON")
+
+
+def check_common_arguments(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if not args.threads or any(t < 1 for t in args.threads):
+        ap.error("--threads takes positive counts, e.g. 1,2")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="\n".join(__doc__.splitlines()[1:]))
-    ap.add_argument("--models", type=lambda s: [x for x in s.split(",") if x], help="comma list of model names (default: all)")
-    ap.add_argument("--model", type=Path, action="append", default=[], metavar="PATH", help="an extra .onnx model (repeatable)")
-    ap.add_argument("--torchvision-dir", type=Path, metavar="DIR", help="folder with mobilenet_v2.onnx and resnet18.onnx")
+    add_common_arguments(ap)
     ap.add_argument("--tflite-dir", type=Path, metavar="DIR", help="folder of NAME.tflite written by tools/convert_tflite.py")
-    ap.add_argument("--threads", type=lambda s: [int(x) for x in s.split(",") if x], default=[1, 2], help="e.g. 1,2 (default)")
     ap.add_argument("--variants", type=lambda s: [x for x in s.split(",") if x], default=list(VARIANTS),
                     help="edgert compile variants: naive,default,tuned (default: all)")
     ap.add_argument("--skip-naive", action="store_true", help="no naive bundle for non-zoo models (naive ResNet18 takes seconds per run)")
     ap.add_argument("--tuning-db", metavar="DIR[,DIR]", help="tuning databases for the tuned variant, searched before shipped/user ones")
-    ap.add_argument("--quick", action="store_true", help="few repeats: a smoke run, not numbers to publish")
-    ap.add_argument("--min-time", type=float, default=FULL.min_s, help="seconds of timed calls per cell (default %(default)s)")
-    ap.add_argument("--min-runs", type=int, default=FULL.min_runs, help="timed calls per cell at least (default %(default)s)")
-    ap.add_argument("--work", type=Path, metavar="DIR", help="keep the compiled bundles here (default: a temp dir)")
     ap.add_argument("--reuse", action="store_true", help="reuse bundles already in --work instead of compiling again")
-    ap.add_argument("--timeout", type=float, default=900.0, help="seconds per measurement subprocess")
-    ap.add_argument("--compile-timeout", type=float, default=3600.0, help="seconds per compile subprocess")
     ap.add_argument("--sparse-timeout", type=float, default=3600.0, help="seconds for the tools/bench_sparse.py section")
     ap.add_argument("--no-sparse", action="store_true", help="skip the sparse section")
-    ap.add_argument("--json", type=Path, metavar="OUT", help="also write all results as JSON")
     args = ap.parse_args(argv)
     bad = [v for v in args.variants if v not in VARIANTS]
     if bad:
         ap.error(f"unknown variant(s) {', '.join(bad)}; choose from {', '.join(VARIANTS)}")
-    if not args.threads or any(t < 1 for t in args.threads):
-        ap.error("--threads takes positive counts, e.g. 1,2")
+    check_common_arguments(ap, args)
     if args.reuse and not args.work:
         ap.error("--reuse needs --work DIR")
     return args
