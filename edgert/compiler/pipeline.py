@@ -40,7 +40,9 @@ def fuse(mod, tgt):
 
     from edgert.compiler.int8 import integerize
     from edgert.compiler.relax_rewrites import clip_calls_to_ops
+    from edgert.compiler.schedules.base import enable_vector_rounding
 
+    enable_vector_rounding()  # before any PrimFunc is built: quantize/requantize epilogues
     target = tgt.tvm_target()
     with target:
         mod, _ = integerize(mod, tgt)  # before FoldConstant expands the int8 weights to float

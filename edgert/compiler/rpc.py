@@ -134,6 +134,9 @@ def _build(mod, target, _params):
     from tvm.driver import build as tvm_build
     from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
 
+    from edgert.compiler.schedules.base import enable_vector_rounding
+
+    enable_vector_rounding()  # a builder worker process: as the compile does
     mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
     return tvm_build(mod, target=target)
 

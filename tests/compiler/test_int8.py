@@ -163,6 +163,71 @@ def test_int8_layers_accumulate_in_int32_and_use_vnni(zoo_qdq):
         assert sum("vpdpbusd" in t for t in convs.values()) == 2
 
 
+def narrow_convs(path):
+    """1x1 convs 32 -> 24 -> 12 -> 16 channels: the first two have output counts that 16 lanes
+    do not divide; the last is the full-width form (its epilogue was the one left scalar)."""
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    rng = np.random.default_rng(2)
+    chans = [32, 24, 12, 16]
+    nodes, inits, src = [], [], "x"
+    for i, (cin, cout) in enumerate(zip(chans[:-1], chans[1:], strict=True)):
+        w = (rng.standard_normal((cout, cin, 1, 1)) / np.sqrt(cin)).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, f"w{i}"))
+        nodes.append(helper.make_node("Conv", [src, f"w{i}"], [f"c{i}"]))
+        src = f"c{i}"
+        if i < len(chans) - 2:
+            nodes.append(helper.make_node("Relu", [src], [f"r{i}"]))
+            src = f"r{i}"
+    nodes[-1].output[0] = "y"
+    graph = helper.make_graph(
+        nodes, "narrow", [helper.make_tensor_value_info("x", TensorProto.FLOAT, (1, 32, 8, 8))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, (1, 16, 8, 8))], inits,
+    )
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_int8_narrow_layers_use_the_narrower_vnni_forms_with_a_vector_epilogue(tmp_path):
+    import re
+
+    import tvm
+    from tvm import relax
+
+    from edgert.compiler import pipeline
+    from edgert.compiler.build import to_relax
+    from edgert.compiler.schedules import CpuInfo
+    from edgert.compiler.targets import load_target
+    from edgert.compiler.tuning import task_module
+    from edgert.model import load
+
+    tgt = load_target("host")
+    if CpuInfo.from_target(tgt).dot != "vnni":
+        pytest.skip("this host has no AVX-512 VNNI (the Arm sdot form is tested under qemu)")
+    rng = np.random.default_rng(3)
+    path = qdq(narrow_convs(tmp_path / "narrow.onnx"), tmp_path / "narrow_qdq.onnx",
+               {"x": rng.standard_normal((16, 32, 8, 8)).astype(np.float32)}, "uint8")
+    lowered, _ = pipeline.lower(to_relax(load(path)), tgt, mode="default")
+    convs = {gv.name_hint: f for gv, f in lowered.functions.items() if "conv2d" in gv.name_hint}
+    texts = sorted(f.script() for f in convs.values())
+    assert len(texts) == 3
+    assert any("vpdpbusd.256" in t for t in texts), "24 output channels: the 8-lane form"
+    assert any("vpdpbusd.128" in t for t in texts), "12 output channels: the 4-lane form"
+    for name, func in convs.items():
+        asm = tvm.compile(task_module(func), target=tgt.tvm_target()).mod.inspect_source("asm")
+        # The requantize (round half to even) runs on vectors, not one scalar per output.
+        # (LLVM's fallback for a scalarised loop: per-element converts, or gathers and byte extracts.)
+        scalar = [ln for ln in asm.splitlines() if re.match(r"\s+v(cvtsi2ss\w*|roundss|rndscaless|pgather\w+|pextrb)\s", ln)]
+        assert not scalar, f"{name}: scalarised epilogue {scalar[:3]}"
+
+    ex = pipeline.build(to_relax(load(path)), tgt, "default")[0]
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    x = rng.standard_normal((1, 32, 8, 8)).astype(np.float32)
+    got = vm["main"](tvm.runtime.tensor(x)).numpy()
+    within = np.abs(got - _ort(path, {"x": x})) <= output_step(path) * 1.001
+    assert within.mean() >= 0.99, f"only {within.mean():.1%} within one step"
+
+
 def test_int8_weights_stay_int8_in_the_library(tmp_path):
     import edgert
     from edgert.compiler.build import CompileOptions

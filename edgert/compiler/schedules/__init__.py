@@ -54,6 +54,9 @@ RULES: list[Rule] = []
 
 def rules() -> list[Rule]:
     if not RULES:
+        from edgert.compiler.schedules.base import enable_vector_rounding
+
+        enable_vector_rounding()
         RULES.extend(_rules())
     return RULES
 

@@ -4,6 +4,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+def enable_vector_rounding() -> None:
+    """Let TVM vectorise ``nearbyint`` (round half to even), as it already does ``round``.
+
+    TVM 0.27 registers ``TVectorizable`` on ``tirx.round`` but not on ``tirx.nearbyint``,
+    which ``topi.round`` (Relax's round, every quantize and requantize) emits; a vectorised
+    loop holding one is silently scalarised: 16 scalar conversions per vector of int8
+    outputs. LLVM's ``llvm.nearbyint`` takes vectors (``vrndscaleps``, ``frintx``).
+    """
+    import tvm
+
+    op = tvm.ir.Op.get("tirx.nearbyint")
+    if not op.get_attr("TVectorizable"):
+        tvm.ir.register_op_attr("tirx.nearbyint", "TVectorizable", True)
+
+
 class ScheduleFailed(Exception):
     """A template does not fit the function after all (caught by the dispatcher)."""
 
@@ -18,6 +33,8 @@ class CpuInfo:
     vector_registers: int = 16
     # Int8 dot-product instruction the templates may use: "vnni" (x86), "sdot" (Arm), "" none.
     dot: str = ""
+    # Lane counts (int32 outputs per instruction) of the ``dot`` forms that compile, widest first.
+    dot_lanes: tuple[int, ...] = ()
 
     @property
     def lanes(self) -> int:
@@ -31,15 +48,16 @@ class CpuInfo:
         import os
 
         cores = int(tgt.cores or (os.cpu_count() if tgt.name == "host" else 4) or 4)
-        return cls(vector_bits=bits, num_cores=cores, vector_registers=regs, dot=_dot_instruction(tgt))
+        dot, lanes = _dot_instruction(tgt)
+        return cls(vector_bits=bits, num_cores=cores, vector_registers=regs, dot=dot, dot_lanes=lanes)
 
 
-def _dot_instruction(tgt) -> str:
-    """The int8 dot product the target's LLVM features allow ("vnni", "sdot" or "")."""
+def _dot_instruction(tgt) -> tuple[str, tuple[int, ...]]:
+    """The int8 dot product the target's LLVM features allow ("vnni", "sdot" or "") and its widths."""
     try:
         from tvm.target import codegen
 
-        from edgert.compiler.schedules.int8_dot import instruction_compiles
+        from edgert.compiler.schedules.int8_dot import compiling_lanes
 
         target = tgt.tvm_target()
         dot = ""
@@ -47,9 +65,10 @@ def _dot_instruction(tgt) -> str:
             dot = "vnni"
         elif tgt.arch == "aarch64" and codegen.target_has_features("dotprod", target):
             dot = "sdot"
-        return dot if dot and instruction_compiles(dot, target) else ""
+        lanes = compiling_lanes(dot, target) if dot else ()
+        return (dot, lanes) if lanes else ("", ())
     except Exception:  # a target LLVM cannot describe here: no dot-product template
-        return ""
+        return "", ()
 
 
 class Knobs:

@@ -3,8 +3,9 @@
 The integer layers ``edgert.compiler.int8`` emits become, after layout conversion,
 ``out[.., co] += int32(x[.., rc]) * int32(W[.., rc, co])`` with ``rc`` innermost in the
 activation (channels-last) and ``co`` innermost in the output. One x86 ``vpdpbusd`` (AVX-512
-VNNI) adds 4 consecutive uint8×int8 products into each of 16 int32 lanes, one Arm ``sdot``
-4 int8×int8 products into each of 4 lanes: 4x the multiply-adds of a float FMA per
+VNNI) adds 4 consecutive uint8×int8 products into each of 16 int32 lanes (8 and 4 with the
+256/128-bit forms, for output channel counts such as 24 that 16 does not divide), one Arm
+``sdot`` 4 int8×int8 products into each of 4 lanes: 4x the multiply-adds of a float FMA per
 instruction. TVM ships both as tensor intrinsics (``C[L] += A[4] · B[L, 4]``); this template
 tiles the loops to that shape (``co`` by L, ``rc`` by 4), keeps a row of ``t`` output vectors
 in registers (the broadcast activation word is loaded once per instruction, the weight
@@ -16,11 +17,22 @@ from __future__ import annotations
 
 from edgert.compiler.schedules.base import CpuInfo, Knobs, ScheduleFailed, divisors, tile_epilogue
 
-# CpuInfo.dot → (int32 lanes per instruction, TVM tensor intrinsic, activation dtype)
+# CpuInfo.dot → (int32 lanes per instruction, widest first; activation dtype)
 INTRINSICS = {
-    "vnni": (16, "edgert_dot_16x4_vnni", "uint8"),
-    "sdot": (4, "dot_4x4_i8i8s32_sdot", "int8"),
+    "vnni": ((16, 8, 4), "uint8"),
+    "sdot": ((4,), "int8"),
 }
+_VNNI_LLVM = {16: "llvm.x86.avx512.vpdpbusd.512", 8: "llvm.x86.avx512.vpdpbusd.256", 4: "llvm.x86.avx512.vpdpbusd.128"}
+
+
+def intrinsic_name(dot: str, lanes: int) -> str:
+    """The registered TVM tensor intrinsic ``C[lanes] += A[4] · B[lanes, 4]`` of ``dot``."""
+    return f"edgert_dot_{lanes}x4_vnni" if dot == "vnni" else "dot_4x4_i8i8s32_sdot"
+
+
+def pick_lanes(cpu: CpuInfo, out_channels: int) -> int | None:
+    """The widest instruction form the CPU has whose lane count divides ``out_channels``."""
+    return next((n for n in cpu.dot_lanes or INTRINSICS[cpu.dot][0] if out_channels % n == 0), None)
 PACK_KIND = "dot4"
 
 
@@ -107,15 +119,17 @@ def apply(sch, cpu: CpuInfo, knobs: Knobs) -> None:
 
     if cpu.dot not in INTRINSICS:
         raise ScheduleFailed(f"no int8 dot-product instruction on this target ({cpu.dot or 'none'})")
-    lanes, intrin, act_dtype = INTRINSICS[cpu.dot]
-    _register_intrinsics(cpu.dot)
+    act_dtype = INTRINSICS[cpu.dot][1]
     block = _anchor(sch)
     plan = _plan(sch, block)
     if plan is None or plan["data_dtype"] != act_dtype:
         raise ScheduleFailed("not an int8 dot product in this target's dtypes")
     ext = plan["extents"]
-    if ext[plan["co"]] % lanes or ext[plan["rc"]] % 4:
-        raise ScheduleFailed(f"channels {ext[plan['rc']]} -> {ext[plan['co']]} not multiples of 4 -> {lanes}")
+    lanes = pick_lanes(cpu, ext[plan["co"]])
+    if lanes is None or ext[plan["rc"]] % 4:
+        raise ScheduleFailed(f"channels {ext[plan['rc']]} -> {ext[plan['co']]} not multiples of 4 -> {INTRINSICS[cpu.dot][0][-1]}")
+    intrin = intrinsic_name(cpu.dot, lanes)
+    _register_intrinsics(cpu.dot)
 
     _inline_copies(sch, block)
     loops, kinds = plan["loops"], plan["kinds"]
@@ -195,32 +209,36 @@ def pack(weight, lanes: int):
     return np.ascontiguousarray(w.transpose(n + 2, *range(n), n, n + 3, n + 1))
 
 
-_COMPILES: dict[tuple[str, str], bool] = {}
+_COMPILES: dict[tuple[str, str], tuple[int, ...]] = {}
 
 
-def instruction_compiles(dot: str, target) -> bool:
-    """Whether a one-instruction kernel tensorized with ``dot``'s intrinsic compiles for ``target``.
+def compiling_lanes(dot: str, target) -> tuple[int, ...]:
+    """The instruction widths of ``dot`` whose one-instruction kernel compiles for ``target``.
 
-    Guards against intrinsics whose LLVM signature changed under TVM (then the template is
-    not used and the integer layers get the generic tiled template). Cached per target.
+    Guards against intrinsics whose LLVM signature changed under TVM, or a CPU without the
+    narrower (AVX-512VL) forms; with none, the integer layers get the generic tiled
+    template. Cached per target.
     """
     key = (dot, str(target))
     if key not in _COMPILES:
-        try:
-            _probe(dot, target)
-            _COMPILES[key] = True
-        except Exception:  # LLVM rejected the intrinsic call: report "no dot product"
-            _COMPILES[key] = False
+        _register_intrinsics(dot)
+        ok = []
+        for lanes in INTRINSICS[dot][0]:
+            try:
+                _probe(dot, lanes, target)
+                ok.append(lanes)
+            except Exception:  # LLVM rejected the intrinsic call: this width is not used
+                pass
+        _COMPILES[key] = tuple(ok)
     return _COMPILES[key]
 
 
-def _probe(dot: str, target) -> None:
+def _probe(dot: str, lanes: int, target) -> None:
     import tvm
     from tvm import s_tir
     from tvm.script import tirx as T
 
-    lanes, name, dtype = INTRINSICS[dot]
-    _register_intrinsics(dot)
+    name, dtype = intrinsic_name(dot, lanes), INTRINSICS[dot][1]
 
     @T.prim_func(s_tir=True)
     def kernel(a: T.handle, b: T.handle, c: T.handle) -> None:
@@ -243,40 +261,59 @@ def _register_intrinsics(dot: str) -> None:
         import tvm.s_tir.tensor_intrin.arm_cpu  # noqa: F401
         return
     from tvm.s_tir import TensorIntrin
-    from tvm.s_tir.tensor_intrin.x86 import dot_product_16x4_u8i8i32_desc
 
-    name = INTRINSICS["vnni"][1]
-    try:
-        TensorIntrin.get(name)
-        return
-    except Exception:  # not registered yet
-        pass
-    TensorIntrin.register(name, dot_product_16x4_u8i8i32_desc, _vnni_impl())
+    for lanes in INTRINSICS["vnni"][0]:
+        name = intrinsic_name("vnni", lanes)
+        try:
+            TensorIntrin.get(name)
+            continue
+        except Exception:  # not registered yet
+            pass
+        TensorIntrin.register(name, *_vnni_intrinsic(lanes))
 
 
-def _vnni_impl():
-    """TVM's VNNI implementation with the operand types of LLVM >= 20's ``vpdpbusd`` (<64 x i8>).
+def _vnni_intrinsic(lanes: int):
+    """(description, implementation) of ``C[lanes] += A[4] · B[lanes, 4]`` on ``vpdpbusd``.
 
-    TVM 0.27 ships it with <16 x i32> operands, which the LLVM it bundles rejects.
+    TVM 0.27 ships only the 16-lane form, with <16 x i32> operands that the LLVM it bundles
+    rejects (LLVM >= 20 takes <64 x i8>); the 8/4-lane forms are the AVX-512VL encodings.
     """
     from tvm.script import tirx as T
+
+    n = lanes * 4
+
+    @T.prim_func(s_tir=True)
+    def desc(
+        A: T.Buffer((4,), "uint8", offset_factor=1),
+        B: T.Buffer((lanes, 4), "int8", offset_factor=1),
+        C: T.Buffer((lanes,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
+            T.writes(C[0:lanes])
+            for i in T.serial(0, lanes):
+                for k in T.serial(0, 4):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
 
     @T.prim_func(s_tir=True)
     def impl(
         A: T.Buffer((4,), "uint8", offset_factor=1),
-        B: T.Buffer((16, 4), "int8", offset_factor=1),
-        C: T.Buffer((16,), "int32", offset_factor=1),
+        B: T.Buffer((lanes, 4), "int8", offset_factor=1),
+        C: T.Buffer((lanes,), "int32", offset_factor=1),
     ) -> None:
         with T.sblock("root"):
-            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
-            T.writes(C[0:16])
-            a_word = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
-            C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
-                C.vload([0], dtype="int32x16"),
-                T.reinterpret(T.broadcast(a_word, 16), dtype="int8x64"),
-                B.vload([0, 0], dtype="int8x64"),
-                dtype="int32x16",
+            T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
+            T.writes(C[0:lanes])
+            # The 4 activation bytes as one int32, broadcast to every lane; written inline (a
+            # named temporary becomes a workspace allocation, a runtime call per tile).
+            C[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(_VNNI_LLVM[lanes]),
+                C.vload([0], dtype=f"int32x{lanes}"),
+                T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), lanes), dtype=f"int8x{n}"),
+                B.vload([0, 0], dtype=f"int8x{n}"),
+                dtype=f"int32x{lanes}",
             )
 
-    return impl
+    return desc, impl
