@@ -362,16 +362,24 @@ def _make_rewriter(mod, act_dtype: str, report: Int8Report):
                 a = layer.call.attrs
                 pad = [int(p) for p in a.padding]
                 spatial = w.ndim - 2
-                if zx != 0 and any(pad):
+                wsum = w.reshape(w.shape[0], -1).astype(np.int64).sum(axis=1)
+                # The dot-product instructions sum 4 input channels at a time: a plain conv with,
+                # say, 3 (an RGB stem) gets a 4th of zero weights instead of the generic kernel.
+                extra = -w.shape[1] % 4 if int(a.groups) == 1 else 0
+                if extra:
+                    w = np.concatenate([w, np.zeros((w.shape[0], extra, *w.shape[2:]), np.int8)], axis=1)
+                if extra or (zx != 0 and any(pad)):
                     # Padding must hold the zero point (the value of 0.0), not 0: ONNX pads are
                     # (begin..., end...), nn.pad wants (begin, end) per axis.
-                    widths = [0, 0, 0, 0] + [p for i in range(spatial) for p in (pad[i], pad[i + spatial])]
+                    explicit = zx != 0 and any(pad)
+                    widths = [0, 0, 0, extra] + [
+                        p if explicit else 0 for i in range(spatial) for p in (pad[i], pad[i + spatial])
+                    ]
                     x = self.builder_.emit(op.nn.pad(x, widths, pad_value=float(zx)))
-                    pad = [0] * len(pad)
+                    pad = [0] * len(pad) if explicit else pad
                 conv = op.nn.conv2d if layer.kind == "conv2d" else op.nn.conv1d
                 acc = conv(x, relax.const(w), strides=a.strides, padding=pad, dilation=a.dilation, groups=a.groups,
                            out_dtype="int32")
-                wsum = w.reshape(w.shape[0], -1).astype(np.int64).sum(axis=1)
                 shape = (1, -1) + (1,) * spatial
             else:
                 acc = op.matmul(x, relax.const(w), out_dtype="int32")

@@ -159,8 +159,8 @@ def test_int8_layers_accumulate_in_int32_and_use_vnni(zoo_qdq):
     for name, text in convs.items():  # integer products summed in int32 (or the VNNI instruction)
         assert 'T.Cast("int32"' in text or "vpdpbusd" in text, name
     if CpuInfo.from_target(tgt).dot == "vnni":
-        # The 16->32 and 32->32 convs (the 1-channel first one has no 4-channel groups).
-        assert sum("vpdpbusd" in t for t in convs.values()) == 2
+        # All three: the 1-channel first conv gets 3 channels of zero weights (a 4-channel group).
+        assert sum("vpdpbusd" in t for t in convs.values()) == 3
 
 
 def narrow_convs(path):
