@@ -1,9 +1,11 @@
 """Int8 vs float on this host: edgert float bundle, edgert int8 bundle, onnxruntime float, onnxruntime int8.
 
-For every model, one run of this script quantises it to ONNX QDQ (onnxruntime's
-``quantize_static``: per-channel int8 weights, uint8 activations by default, ``--activations
-int8`` for symmetric int8; zoo models calibrate on their calibration split, other models on
-``--calib-samples`` standard-normal inputs), compiles a float and an int8 host bundle, and
+For every model, one run of this script quantises it to ONNX QDQ, by default with edgert's
+own recipe (``edgert compress --quantize int8``: symmetric per-channel int8 weights and
+symmetric int8 activations), or with ``--quantizer ort`` by onnxruntime's ``quantize_static``
+(per-channel int8 weights, uint8 activations by default, ``--activations int8`` for symmetric
+int8); zoo models calibrate on their calibration split, other models on ``--calib-samples``
+standard-normal inputs. It compiles a float and an int8 host bundle from it, and
 prints per thread count a Markdown table: median ms of the four, the int8 bundle's speed-up
 over the float bundle, its ratio to onnxruntime int8 (below 1: faster), and the sizes of
 ``lib/model.so``.
@@ -68,6 +70,24 @@ def quantize_ort(src: Path, dst: Path, name: str, zoo: bool, shapes: dict[str, A
     return dst
 
 
+def quantize_edgert(src: Path, dst: Path, name: str, zoo: bool, shapes: dict[str, Any], samples: int) -> Path:
+    """``src`` as edgert's default int8 recipe gives it (``edgert compress --quantize int8``) at ``dst``."""
+    import numpy as np
+
+    from edgert.compress import QuantizeSpec, quantize
+    from edgert.model import load
+
+    model = load(src, {k: tuple(v) for k, v in shapes.items()})
+    if zoo:
+        calib: Any = name
+    else:
+        rng = np.random.default_rng(0)
+        calib = {k: rng.standard_normal((samples, *v[1:])).astype(np.float32) for k, v in shapes.items()}
+    q, _ = quantize(model, QuantizeSpec(), calib)  # the default recipe, as `edgert compress` runs it
+    q.save(dst)
+    return dst
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     budget = br.QUICK if args.quick else dataclasses.replace(br.FULL, min_s=args.min_time, min_runs=args.min_runs)
     specs = br.collect_models(args.models, args.torchvision_dir, args.model, None)
@@ -83,10 +103,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 models[s.name] = {"missing": s.missing}
                 continue
             (work / s.name).mkdir(parents=True, exist_ok=True)
-            br.progress(f"{s.name}: quantising (onnxruntime quantize_static, {args.activations} activations) ...")
             try:
-                qdq = quantize_ort(s.onnx, work / s.name / "qdq.onnx", s.name, s.zoo, s.shapes, args.activations,
-                                   args.calib_samples)
+                if args.quantizer == "ort":
+                    br.progress(f"{s.name}: quantising (onnxruntime quantize_static, {args.activations} activations) ...")
+                    qdq = quantize_ort(s.onnx, work / s.name / "qdq.onnx", s.name, s.zoo, s.shapes, args.activations,
+                                       args.calib_samples)
+                else:
+                    br.progress(f"{s.name}: quantising (edgert's default int8 recipe) ...")
+                    qdq = quantize_edgert(s.onnx, work / s.name / "qdq.onnx", s.name, s.zoo, s.shapes, args.calib_samples)
             except Exception as exc:  # noqa: BLE001 - one model's failure is one row of errors
                 models[s.name] = {"missing": f"quantisation failed: {exc}"}
                 continue
@@ -126,7 +150,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 row["int8_so_bytes"] = entry.get("int8_so_bytes")
                 results.append(row)
     return {"host": br.host_info(), "settings": {"threads": args.threads, "quick": args.quick, "variant": variant,
-                                                 "activations": args.activations, "budget": dataclasses.asdict(budget)},
+                                                 "quantizer": args.quantizer,
+                                                 "activations": args.activations if args.quantizer == "ort" else "int8 (symmetric)",
+                                                 "budget": dataclasses.asdict(budget)},
             "results": results}
 
 
@@ -139,7 +165,8 @@ def render(report: dict[str, Any]) -> str:
     v = host["versions"]
     lines = [
         f"Measured {host['date']} on {host['cpu']} ({host['cores']} cores), onnxruntime {v.get('onnxruntime')}, "
-        f"TVM {v.get('apache-tvm')}, edgert {v.get('edgert')}; {settings['activations']} activations, "
+        f"TVM {v.get('apache-tvm')}, edgert {v.get('edgert')}; quantised by {settings.get('quantizer', 'ort')}, "
+        f"{settings['activations']} activations, "
         f"edgert schedules '{settings['variant']}'" + (" — --quick (smoke run, few repeats)" if settings["quick"] else "") + ".",
         "Median ms per inference of batch 1. int8/float: the int8 bundle's speed-up over the float bundle; "
         "int8/ORT int8: its time over onnxruntime's on the same QDQ model (below 1: faster). Sizes: lib/model.so.",
@@ -171,7 +198,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="\n".join(__doc__.splitlines()[1:]))
     br.add_common_arguments(ap, work="QDQ models and bundles")
-    ap.add_argument("--activations", choices=("uint8", "int8"), default="uint8", help="activation dtype of the QDQ model")
+    ap.add_argument("--quantizer", choices=("edgert", "ort"), default="edgert",
+                    help="who makes the QDQ model: edgert's default recipe, or onnxruntime's quantize_static")
+    ap.add_argument("--activations", choices=("uint8", "int8"), default="uint8",
+                    help="with --quantizer ort: activation dtype of the QDQ model")
     ap.add_argument("--calib-samples", type=int, default=32, help="calibration samples (default %(default)s)")
     ap.add_argument("--tuned", action="store_true", help="compile with tuning records (schedules 'auto') instead of edgert defaults")
     ap.add_argument("--tuning-db", metavar="DIR[,DIR]", help="tuning databases for --tuned")

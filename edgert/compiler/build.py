@@ -303,11 +303,13 @@ def _golden_rtol(model: Model) -> float:
     """Tolerance of the golden check, relative to max|output|.
 
     Int8 (QDQ) models: a value on a rounding boundary in an early layer may land one step
-    apart from onnxruntime's, and later layers move it by a few output steps (onnxruntime's
-    own fused and unfused int8 paths differ so); a wrong kernel is off by ~100%.
+    apart from onnxruntime's, and ~50 layers later that is several output steps. Measured on
+    torchvision MobileNetV2 (edgert's recipe, random calibration, output SQNR 13 dB):
+    onnxruntime's own optimised and unoptimised runs differ by up to 6% of max|output|, the
+    bundle and onnxruntime by up to 9%; a wrong kernel is off by ~100%.
     """
     if model.format == "onnx" and any(n.op_type == "DequantizeLinear" for n in model.proto.graph.node):
-        return 0.05
+        return 0.10
     return 1e-4
 
 
