@@ -218,7 +218,29 @@ def _make_rewriter(mod, act_dtype: str, report: Int8Report):
                 if new is not None:
                     self.set_var_remap(binding.var, self.builder_.emit(new))
                     return
+            elif _op_name(value) in _LAYERS and not self.leads_to_quantize(binding.var):
+                # A layer whose output stays float (a classifier before softmax): integer
+                # product, then one per-channel scale back to float.
+                layer = self.match_layer(binding.var, -np.inf, np.inf, bare=True)
+                if layer is not None:
+                    self.set_var_remap(binding.var, self.builder_.emit(self.emit_layer(layer, None, "float32")))
+                    return
             super().visit_var_binding_(binding)
+
+        def leads_to_quantize(self, var) -> bool:
+            """Whether ``var`` reaches a quantize through single-use bias adds and clamps
+            (then ``rewrite_quantize`` makes the whole chain integer)."""
+            for _ in range(8):
+                users = self.uses.get(var, [])
+                if len(users) != 1 or users[0] is None:
+                    return False
+                var = users[0]
+                name = _op_name(self.value(var))
+                if name == "relax.quantize":
+                    return True
+                if name not in ("relax.add", "relax.nn.relu", "relax.maximum", "relax.minimum", "relax.call_tir"):
+                    return False
+            return False
 
         def rewrite_quantize(self, qcall):
             yq = self.qparams(qcall)
@@ -285,13 +307,16 @@ def _make_rewriter(mod, act_dtype: str, report: Int8Report):
                     lo, hi = (max(lo, c), hi) if kind == "max" else (lo, min(hi, c))
             return (var if isinstance(var, relax.Var) else None), lo, hi
 
-        def match_layer(self, var, lo: float, hi: float) -> _Layer | None:
-            """``var`` = [bias add of] a conv/matmul of a dequantized activation and a dequantized int8 weight."""
+        def match_layer(self, var, lo: float, hi: float, bare: bool = False) -> _Layer | None:
+            """``var`` = [bias add of] a conv/matmul of a dequantized activation and a dequantized int8 weight.
+
+            ``bare``: ``var`` is the conv/matmul itself, and may have any number of users.
+            """
             bias = None
-            if not self.sole(var):
+            if not bare and not self.sole(var):
                 return None
             v = self.value(var)
-            if _op_name(v) == "relax.add":
+            if _op_name(v) == "relax.add" and not bare:
                 a, b = v.args
                 for core, other in ((a, b), (b, a)):
                     c = self.const(other)
@@ -346,7 +371,7 @@ def _make_rewriter(mod, act_dtype: str, report: Int8Report):
                 bias = bias.reshape(-1).astype(np.float64)
             return _Layer(kind, v, dq[0], dq[1], w, _QParams(scale, np.zeros(cout, np.int64), 0, "int8"), bias, lo, hi)
 
-        def emit_layer(self, layer: _Layer, yq: _QParams, out_dtype: str):
+        def emit_layer(self, layer: _Layer, yq: _QParams | None, out_dtype: str):
             x = self.visit_expr(layer.x)
             zx = int(layer.xq.zero[0])
             want = act_dtype
@@ -386,11 +411,18 @@ def _make_rewriter(mod, act_dtype: str, report: Int8Report):
                 wsum = w.astype(np.int64).sum(axis=0)
                 shape = (-1,)
             acc = self.builder_.emit(acc)
+            sx = np.float32(layer.xq.scale[0])
+            sw = layer.wq.scale.astype(np.float32)
+            layer_info = {"op": layer.kind, "weight": list(w.shape), "groups": int(layer.call.attrs.groups)
+                          if layer.kind != "matmul" else 1, "activation": x.ty.dtype if hasattr(x, "ty") else want}
+            if yq is None:  # float output: the frontend's bias add (if any) follows as it is
+                report.layers.append({**layer_info, "output": "float32"})
+                y = op.astype(op.add(acc, relax.const((-zx * wsum).astype(np.int32).reshape(shape))), "float32")
+                return op.multiply(y, relax.const((sx * sw).astype(np.float32).reshape(shape)))
             # As onnxruntime's QLinearConv/MatMul do (so outputs agree bit for bit where its
             # kernels run): integer bias and zero-point correction, then one float32 multiply,
             # round half to even, add zy, clamp.
-            sx, sy, zy = np.float32(layer.xq.scale[0]), np.float32(yq.scale[0]), int(yq.zero[0])
-            sw = layer.wq.scale.astype(np.float32)
+            sy, zy = np.float32(yq.scale[0]), int(yq.zero[0])
             mult = (sx * sw) / sy
             bias_q = np.zeros(len(sw)) if layer.bias is None else np.round(layer.bias / (sx * sw).astype(np.float64))
             correction = (bias_q - zx * wsum).astype(np.int32)
@@ -400,8 +432,7 @@ def _make_rewriter(mod, act_dtype: str, report: Int8Report):
             if zy:
                 y = op.add(y, relax.const(float(zy), "float32"))
             y = op.minimum(op.maximum(y, relax.const(float(lo), "float32")), relax.const(float(hi), "float32"))
-            report.layers.append({"op": layer.kind, "weight": list(w.shape), "groups": int(layer.call.attrs.groups)
-                                  if layer.kind != "matmul" else 1, "activation": x.ty.dtype if hasattr(x, "ty") else want})
+            report.layers.append(layer_info)
             return op.astype(y, out_dtype)
 
     return Rewriter(mod)

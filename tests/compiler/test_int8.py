@@ -228,18 +228,31 @@ def test_int8_narrow_layers_use_the_narrower_vnni_forms_with_a_vector_epilogue(t
     assert within.mean() >= 0.99, f"only {within.mean():.1%} within one step"
 
 
-def test_int8_weights_stay_int8_in_the_library(tmp_path):
+@pytest.mark.parametrize("quantizer", ["onnxruntime", "edgert"])
+def test_int8_weights_stay_int8_in_the_library(tmp_path, quantizer):
+    """Also with edgert's recipe, whose last Gemm has a float output (no QuantizeLinear after it)."""
     import edgert
     from edgert.compiler.build import CompileOptions
+    from edgert.compress import QuantizeSpec, quantize
 
     float_path = big_dense(tmp_path / "dense.onnx")
     rng = np.random.default_rng(1)
-    q_path = qdq(float_path, tmp_path / "dense_qdq.onnx", {"x": rng.standard_normal((8, 1024)).astype(np.float32)}, "uint8")
+    calib = {"x": rng.standard_normal((8, 1024)).astype(np.float32)}
+    q_path = tmp_path / "dense_qdq.onnx"
+    if quantizer == "onnxruntime":
+        qdq(float_path, q_path, calib, "uint8")
+    else:
+        quantize(edgert.load(float_path), QuantizeSpec(), calib)[0].save(q_path)
     opts = CompileOptions(schedules="default")
     f = edgert.compile(float_path, target="host", output=tmp_path / "f.edgert", options=opts, log=lambda _: None)
     q = edgert.compile(q_path, target="host", output=tmp_path / "q.edgert", options=opts, log=lambda _: None)
     f_size = (f.path / "lib" / "model.so").stat().st_size
     q_size = (q.path / "lib" / "model.so").stat().st_size
+    x = rng.standard_normal((1, 1024)).astype(np.float32)
+    got, ref = q.run({"x": x})["y"], _ort(q_path, {"x": x})
+    # One hidden-layer step apart at most here and there, through a 1024-wide float head.
+    err = float(np.abs(got - ref).max() / np.abs(ref).max())
+    assert err <= 1e-3, f"int8 bundle vs onnxruntime: max|err| {err:.2%} of max|ref|"
     assert f_size > 8_000_000  # two 4 MB float weights
     assert q_size <= 0.3 * f_size, f"int8 library {q_size} bytes vs float {f_size}"
 
