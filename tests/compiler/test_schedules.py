@@ -56,6 +56,20 @@ CASES = {
         {"pads": np.array([0, 0, 4, 0, 0, 0], "int64"), "w": _w(24, 16, 3)},
         (1, 16, 50),
     ),
+    # A low-rank pair (k x k conv to r channels without bias, then 1x1): its functions once
+    # had two parameters of one name, and the weight repacking picked the wrong one.
+    "lowrank_pair": lambda: (
+        [
+            helper.make_node("Conv", ["x", "w0", "b0"], ["c0"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", ["c0"], ["h"]),
+            helper.make_node("Conv", ["h", "wa"], ["r"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+            helper.make_node("Conv", ["r", "wb", "b"], ["c"], kernel_shape=[1, 1]),
+            helper.make_node("Relu", ["c"], ["y"]),
+        ],
+        {"w0": _w(16, 8, 3, 3, seed=6), "b0": _w(16, seed=7), "wa": _w(16, 16, 3, 3), "wb": _w(32, 16, 1, 1, seed=4),
+         "b": _w(32, seed=5)},
+        (1, 8, 8, 8),
+    ),
     "gemm": lambda: ([helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=1)], {"w": _w(40, 72), "b": _w(40)}, (1, 72)),
     "matmul_batched": lambda: ([helper.make_node("MatMul", ["x", "w"], ["y"])], {"w": _w(32, 48)}, (2, 10, 32)),
     "maxpool": lambda: (

@@ -60,14 +60,13 @@ def _plan(sch, block):
     """Loop roles of an int8 dot-product reduction, or None when the function is not one."""
     from tvm.tirx import IterVar
 
-    from edgert.compiler.schedules.tiled_reduction import _layout_free_names
+    from edgert.compiler.schedules.tiled_reduction import is_layout_free
 
     parts = _parts(sch, block)
     if parts is None:
         return None
     store, loads = parts
-    names = _layout_free_names(sch)
-    weights = [ld for ld in loads if ld.source.name in names and str(ld.source.dtype) == "int8"]
+    weights = [ld for ld in loads if is_layout_free(sch, ld.source) and str(ld.source.dtype) == "int8"]
     if len(weights) != 1:
         return None
     weight = weights[0]
@@ -97,7 +96,7 @@ def _plan(sch, block):
         "kinds": kinds,
         "co": co_i,
         "rc": rc_i,
-        "weight": weight.source.name,
+        "weight": weight.source,
         "data_dtype": str(data.source.dtype),
         "extents": [int(sch.get(lp).extent) for lp in loops],
     }
@@ -183,17 +182,19 @@ def _inline_copies(sch, block) -> None:
                 pass
 
 
-def _pack_weight(sch, block, name: str, lanes: int) -> None:
+def _pack_weight(sch, block, weight, lanes: int) -> None:
     """(..., I, O) → (O/L, ..., I/4, L, 4); pipeline.prepack_weights does it once at compile time."""
+    from edgert.compiler.schedules.tiled_reduction import param_index
+
     stmt = sch.get(block)
-    params = [p.name for p in sch.mod["main"].params]
-    index = next(i for i, r in enumerate(stmt.reads) if r.source.name == name)
+    index = next(i for i, r in enumerate(stmt.reads) if r.source.same_as(weight))
+    param = param_index(sch, weight)
     cache = sch.cache_read(block, index, "global")
     sch.transform_layout(
         cache, ("write", 0), lambda *ax: (ax[-1] // lanes, *ax[:-2], ax[-2] // 4, ax[-1] % lanes, ax[-2] % 4)
     )
     sch.annotate(cache, "meta_schedule.layout_rewrite_preproc", True)
-    sch.annotate(cache, "edgert.pack_param", params.index(name))
+    sch.annotate(cache, "edgert.pack_param", param)
     sch.annotate(cache, "edgert.pack_vec", lanes)
     sch.annotate(cache, "edgert.pack_kind", PACK_KIND)
 

@@ -181,33 +181,36 @@ def _largest_read_bytes(sch, block, skip_weight: bool) -> int:
     return max(sizes, default=0)
 
 
-def _layout_free_names(sch) -> set[str]:
-    """Parameters Relax marked as constant weights (AttachAttrLayoutFreeBuffers)."""
-    func = sch.mod["main"]
-    attrs = func.attrs or {}
-    if "layout_free_buffers" not in attrs:
-        return set()
-    return {func.params[int(i)].name for i in attrs["layout_free_buffers"]}
+def param_index(sch, buffer) -> int | None:
+    """Position of ``buffer`` among the function's parameters (by identity: two parameters
+    may share a name, e.g. a conv and its low-rank twin both reading ``param_0``)."""
+    return next((i for i, p in enumerate(sch.mod["main"].params) if p.same_as(buffer)), None)
+
+
+def is_layout_free(sch, buffer) -> bool:
+    """Whether ``buffer`` is a parameter Relax marked as a constant weight (AttachAttrLayoutFreeBuffers)."""
+    attrs = sch.mod["main"].attrs or {}
+    index = param_index(sch, buffer)
+    return index is not None and "layout_free_buffers" in attrs and index in {int(i) for i in attrs["layout_free_buffers"]}
 
 
 def _pack_weight(sch, block, vec: int) -> bool:
     stmt = sch.get(block)
-    names = _layout_free_names(sch)
     spatial_vars = [iv.var for iv in stmt.iter_vars if iv.iter_type == 0]
     last = spatial_vars[-1]
-    params = [p.name for p in sch.mod["main"].params]
     for i, r in enumerate(stmt.reads):
         idx = r.region[-1].min
-        if r.source.name not in names or len(r.region) < 2:
+        if not is_layout_free(sch, r.source) or len(r.region) < 2:
             continue
         if not (hasattr(idx, "same_as") and idx.same_as(last)):
             continue
+        param = param_index(sch, r.source)
         cache = sch.cache_read(block, i, "global")
         sch.transform_layout(cache, ("write", 0), lambda *ax: (ax[-1] // vec, *ax[:-1], ax[-1] % vec))
         # The pipeline (pipeline.prepack_weights) removes this block and packs the constant
         # once at compile time; the annotations say which parameter and how.
         sch.annotate(cache, "meta_schedule.layout_rewrite_preproc", True)
-        sch.annotate(cache, "edgert.pack_param", params.index(r.source.name))
+        sch.annotate(cache, "edgert.pack_param", param)
         sch.annotate(cache, "edgert.pack_vec", vec)
         return True
     return False
