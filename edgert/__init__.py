@@ -9,7 +9,7 @@ __version__ = "0.1.0"
 
 from edgert.errors import EdgertError
 
-__all__ = ["Bundle", "EdgertError", "Model", "__version__", "compile", "load"]
+__all__ = ["Bundle", "EdgertError", "Model", "Stream", "__version__", "compile", "load"]
 
 
 def __getattr__(name: str):
@@ -26,4 +26,8 @@ def __getattr__(name: str):
         from edgert.bundle import Bundle
 
         return Bundle
+    if name == "Stream":
+        from edgert.runtime.stream import Stream
+
+        return Stream
     raise AttributeError(f"module 'edgert' has no attribute {name!r}")

@@ -105,6 +105,11 @@ class Bundle:
     def device_kind(self) -> str:
         return self.target.get("device", "cpu")
 
+    @property
+    def stream(self) -> dict[str, Any] | None:
+        """A continual step model's states and timing (``edgert continual``); None for other bundles."""
+        return self.manifest.get("stream")
+
     def image_config(self, name: str) -> dict[str, Any] | None:
         for d in self.manifest["inputs"]:
             if d["name"] == name:

@@ -104,6 +104,14 @@ def compile_cmd(
 @main.command()
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="the compressed .onnx file")
+@click.option("--prune", "prune_spec", metavar="SPEC",
+              help="structured:keep=0.6 (keep 60% of the MACs, whole channels), unstructured:0.9 or 2:4 "
+                   "(zeroed weights); keys width=N, min_keep=F, samples=N, reconstruct=0")
+@click.option("--lowrank", "lowrank_spec", metavar="SPEC",
+              help="energy=0.95 (per-layer output energy kept) or keep=0.6 (of the factorised layers' MACs); "
+                   "keys width=N, ops=MatMul+Gemm+Conv, samples=N")
+@click.option("--target", "-t", "prune_target", metavar="NAME",
+              help="round pruned channel counts to this board's vector width (default 8)")
 @click.option("--quantize", "quantize_spec", metavar="SPEC",
               help="int8[:METHOD][,key=value...]: METHOD minmax|percentile|entropy|mse; keys adaround=1, "
                    "equalize=auto|on|off, bias_correction=0, samples=N, percentile=99.99")
@@ -114,22 +122,38 @@ def compile_cmd(
 @click.option("--report", "report_path", type=click.Path(path_type=Path), help="write the per-layer report as JSON here")
 @click.option("--input-shape", multiple=True, metavar="NAME=1x3x224x224", help="pin an input's dynamic dimensions")
 @_handle_errors
-def compress(model: Path, output: Path, quantize_spec: str | None, calib: str | None, keep_float: str | None,
+def compress(model: Path, output: Path, prune_spec: str | None, lowrank_spec: str | None, prune_target: str | None,
+             quantize_spec: str | None, calib: str | None, keep_float: str | None,
              report_path: Path | None, input_shape: tuple[str, ...]) -> None:
-    """Compress MODEL (.onnx) into a smaller ONNX model: int8 quantisation (QDQ, runs in onnxruntime too)."""
+    """Compress MODEL (.onnx) into a smaller ONNX model: pruning, then low-rank factorisation, then int8
+    quantisation (QDQ, runs in onnxruntime too), each when asked for."""
+    from edgert.compress.lowrank import lowrank
+    from edgert.compress.lowrank import parse_spec as lowrank_spec_of
+    from edgert.compress.prune import parse_spec as prune_spec_of
+    from edgert.compress.prune import prune
     from edgert.compress.quantize import parse_spec, quantize
     from edgert.model import load, parse_input_shapes
 
-    if not quantize_spec:
+    if not (quantize_spec or prune_spec or lowrank_spec):
         raise EdgertError("nothing to do: give a compression, e.g. --quantize int8 --calib DATA")
+    result = load(model, parse_input_shapes(input_shape))
+    reports = {}
+    if prune_spec:  # prune -> lowrank -> quantize: each pass calibrates on the previous one's output
+        result, reports["prune"] = prune(result, prune_spec_of(prune_spec, prune_target), calib)
+        click.echo(reports["prune"].summary())
+    if lowrank_spec:
+        result, reports["lowrank"] = lowrank(result, lowrank_spec_of(lowrank_spec), calib)
+        click.echo(reports["lowrank"].summary())
+    if not quantize_spec:
+        _write_reports(report_path, {k: r.to_json() for k, r in reports.items()})
+        result.save(output)
+        click.echo(f"wrote {output}" + (f" and {report_path}" if report_path else ""))
+        return
     spec = parse_spec(quantize_spec, keep_float)
-    result, report = quantize(load(model, parse_input_shapes(input_shape)), spec, calib)
-    if report_path:
-        import json
-
-        from edgert.fsutil import atomic_write_bytes
-
-        atomic_write_bytes(report_path, (json.dumps(report.to_json(), indent=1) + "\n").encode())
+    result, report = quantize(result, spec, calib)
+    # Quantisation alone keeps its report format; with other passes the file holds one report per pass.
+    _write_reports(report_path, {**{k: r.to_json() for k, r in reports.items()}, "quantize": report.to_json()}
+                   if reports else report.to_json())
     result.save(output)
     click.echo(report.table(5))
     acc = ""
@@ -139,6 +163,36 @@ def compress(model: Path, output: Path, quantize_spec: str | None, calib: str | 
     click.echo(f"quantized {len(report.layers) - len(report.kept_float)} layers to int8{kept}; "
                f"output SQNR {report.output_sqnr_db:.1f} dB vs float on calibration data{acc}")
     click.echo(f"wrote {output}" + (f" and {report_path}" if report_path else ""))
+
+
+def _write_reports(path: Path | None, data) -> None:
+    if path:
+        import json
+
+        from edgert.fsutil import atomic_write_bytes
+
+        atomic_write_bytes(path, (json.dumps(data, indent=1) + "\n").encode())
+
+
+@main.command("continual")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="the step model (.onnx)")
+@click.option("--time-axis", type=int, required=True, help="index of the time axis in the model's input, e.g. 2 for NCT")
+@click.option("--input-shape", multiple=True, metavar="NAME=1x8x64", help="pin an input's dynamic dimensions (time = the window)")
+@_handle_errors
+def continual_cmd(model: Path, output: Path, time_axis: int, input_shape: tuple[str, ...]) -> None:
+    """Turn a temporal MODEL into a step model: one frame in, one time step out, state as graph I/O."""
+    from edgert.compress.continual import ContinualSpec, continual
+    from edgert.model import load, parse_input_shapes
+
+    step, report = continual(load(model, parse_input_shapes(input_shape)), ContinualSpec(time_axis))
+    step.save(output)
+    frames = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in report.frame_shapes.items())
+    click.echo(f"frame: {frames}; delay {report.delay} frames, one output every {report.stride}, "
+               f"receptive field {report.receptive_field} frames; {len(report.states)} state tensors")
+    click.echo(f"MACs per step {report.macs_step:,} vs {report.macs_offline:,} per offline window "
+               f"({report.macs_offline / max(report.macs_step, 1):.1f}x fewer)")
+    click.echo(f"wrote {output}")
 
 
 @main.command()
@@ -197,15 +251,33 @@ def _floats(text: str, flag: str) -> tuple[float, ...]:
 @click.option("--input", "inputs", multiple=True, metavar="NAME=FILE", help=".npy or image file per input (default: the golden input)")
 @click.option("--output-dir", type=click.Path(path_type=Path), help="write each output as NAME.npy here")
 @click.option("--check", is_flag=True, help="compare with the golden reference output; non-zero exit on mismatch")
+@click.option("--stream", "stream_file", type=click.Path(path_type=Path), metavar="FRAMES.npy",
+              help="continual step model: run every frame (axis 0) as one stream, state kept on the device")
 @click.option("--timeout", default=600.0, show_default=True, help="seconds before the run is abandoned")
+@click.option("--backend", type=click.Choice(["bundle", "host"]), default="bundle", show_default=True,
+              help="host: run an .onnx MODEL with the Numba host executor (no TVM); --check compares with onnxruntime")
+@click.option("--threads", type=int, help="--backend host: threads (default: all cores)")
 @_handle_errors
-def run(bundle_path: Path, device: str, inputs: tuple[str, ...], output_dir: Path | None, check: bool, timeout: float) -> None:
-    """Run a compiled bundle on a device."""
+def run(bundle_path: Path, device: str, inputs: tuple[str, ...], output_dir: Path | None, check: bool,
+        stream_file: Path | None, timeout: float, backend: str, threads: int | None) -> None:
+    """Run a compiled bundle on a device (or an ONNX model on this host with --backend host)."""
     from edgert.bundle import Bundle
     from edgert.device import open_device
     from edgert.runtime.inputs import load_input, parse_input_args
 
+    if backend == "host":
+        if device != "local" or stream_file is not None:
+            raise EdgertError("--backend host runs the model in this process; leave out --device and --stream")
+        _run_host(bundle_path, inputs, output_dir, check, threads)
+        return
     bundle = Bundle.open(bundle_path)
+    if stream_file is not None:
+        if inputs or check:
+            raise EdgertError("--stream takes its frames from FRAMES.npy; leave out --input and --check")
+        dev = open_device(device)
+        with contextlib.closing(dev):
+            _stream_and_report(bundle, dev, stream_file, output_dir, timeout)
+        return
     files = parse_input_args(inputs, bundle.inputs)
     feeds = None
     if files:
@@ -216,6 +288,81 @@ def run(bundle_path: Path, device: str, inputs: tuple[str, ...], output_dir: Pat
     dev = open_device(device)
     with contextlib.closing(dev):
         _run_and_report(bundle, dev, feeds, output_dir, check, timeout)
+
+
+def _stream_and_report(bundle, dev, frames_file: Path, output_dir: Path | None, timeout: float) -> None:
+    import io
+
+    import numpy as np
+
+    from edgert.errors import InputError
+    from edgert.fsutil import atomic_write_bytes
+    from edgert.runtime import session
+    from edgert.runtime.inputs import sanitize
+
+    try:
+        frames = np.load(frames_file)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read frames from {frames_file}: {exc}; save them with numpy.save") from None
+    result = session.run_stream_on_device(bundle, dev, frames, timeout=timeout)
+    info = bundle.stream
+    shown = 20
+    for k in range(min(result.emitted, shown)):
+        t = info["delay"] + k * info["stride"]
+        parts = []
+        for name, arr in result.outputs.items():
+            step = arr[k]
+            top = f" argmax={int(step.argmax())}" if step.size > 1 and step.dtype.kind == "f" else ""
+            parts.append(f"{name}{top} max={float(step.max()):.4g}" if step.dtype.kind == "f" else f"{name}")
+        click.echo(f"frame {t}: {'; '.join(parts)}")
+    if result.emitted > shown:
+        click.echo(f"... {result.emitted - shown} more steps")
+    if output_dir:
+        for name, arr in result.outputs.items():
+            buf = io.BytesIO()
+            np.save(buf, arr)
+            atomic_write_bytes(output_dir / f"{sanitize(name)}.npy", buf.getvalue())
+        click.echo(f"outputs written to {output_dir} (emitted steps along axis 0)")
+    click.echo(f"stream: {result.frames} frames, {result.emitted} outputs (delay {info['delay']}, stride {info['stride']}); "
+               f"median step {result.step_ms['median']:.4f} ms on {dev.name}")
+
+
+def _run_host(model: Path, inputs: tuple[str, ...], output_dir: Path | None, check: bool, threads: int | None) -> None:
+    from edgert.host.run import HostRunConfig, input_specs, run_host
+    from edgert.runtime.inputs import parse_input_args
+
+    if model.suffix.lower() != ".onnx":
+        raise EdgertError(f"--backend host runs .onnx models; {model.name} is not one (compiled bundles run without --backend)")
+    from edgert.host.executor import HostExecutor
+
+    files = parse_input_args(inputs, input_specs(HostExecutor(model, threads=threads))) if inputs else {}
+    result = run_host(HostRunConfig(model=model, inputs=files, check=check, threads=threads))
+    if result.random_inputs:
+        click.echo(f"random inputs (seed 0): {', '.join(result.random_inputs)}")
+    _echo_outputs(result.outputs, output_dir)
+    click.echo(f"run: {result.run_ms:.2f} ms on the host executor (load {result.load_ms:.1f} ms)")
+    for c in result.checks:
+        click.echo(f"check {c.name}: max|err| {c.max_abs_err:.3g} ({c.max_abs_err / max(c.max_abs_ref, 1e-30):.2g} of max|ref|) "
+                   "vs onnxruntime: ok")
+
+
+def _echo_outputs(outputs, output_dir: Path | None) -> None:
+    import io
+
+    import numpy as np
+
+    from edgert.fsutil import atomic_write_bytes
+    from edgert.runtime.inputs import sanitize
+
+    for name, arr in outputs.items():
+        top = f" argmax={int(arr.argmax())}" if arr.size > 1 and arr.dtype.kind == "f" else ""
+        click.echo(f"{name}: {'x'.join(map(str, arr.shape))} {arr.dtype}{top}")
+    if output_dir:
+        for name, arr in outputs.items():
+            buf = io.BytesIO()
+            np.save(buf, arr)
+            atomic_write_bytes(output_dir / f"{sanitize(name)}.npy", buf.getvalue())
+        click.echo(f"outputs written to {output_dir}")
 
 
 def _run_and_report(bundle, dev, feeds, output_dir: Path | None, check: bool, timeout: float) -> None:

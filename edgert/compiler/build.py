@@ -297,7 +297,21 @@ def _manifest(model, tgt, options, outputs, golden_inputs, golden_outputs, compi
             "header": "include/edgert.h",
         },
         "build": {"compile_seconds": round(compile_s, 2)},
+        **_stream_section(model),
     }
+
+
+def _stream_section(model: Model) -> dict[str, Any]:
+    """A continual step model's state tensors and timing (the C runtime carries the states)."""
+    if model.format != "onnx":
+        return {}
+    from edgert.compress.continual import read_metadata
+
+    meta = read_metadata(model.proto)
+    if meta is None:
+        return {}
+    keys = ("time_axis", "window", "delay", "stride", "receptive_field", "frame_shapes", "states", "outputs_have_time")
+    return {"stream": {k: meta[k] for k in keys if k in meta}}
 
 
 def _golden_rtol(model: Model) -> float:

@@ -98,3 +98,39 @@ def _evaluate(node, opset: int, feeds: dict[str, np.ndarray]) -> list[np.ndarray
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     return ReferenceEvaluator(model).run(None, feeds)
+
+
+def count_params(proto) -> int:
+    """Elements in the float initializers (the weights)."""
+    return int(sum(int(np.prod(t.dims)) for t in proto.graph.initializer if t.data_type in (1, 10, 11, 16)))
+
+
+def count_macs(proto) -> int:
+    """Multiply-accumulates of Conv, ConvTranspose, Gemm and MatMul nodes (shapes from shape inference)."""
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(proto)
+    g = inferred.graph
+    shapes: dict[str, tuple[int, ...]] = {}
+    for vi in [*g.input, *g.value_info, *g.output]:
+        tt = vi.type.tensor_type
+        if tt.HasField("shape") and all(d.HasField("dim_value") for d in tt.shape.dim):
+            shapes[vi.name] = tuple(d.dim_value for d in tt.shape.dim)
+    for t in g.initializer:
+        shapes[t.name] = tuple(t.dims)
+    total = 0
+    for node in g.node:
+        out = shapes.get(node.output[0]) if node.output else None
+        if out is None:
+            continue
+        if node.op_type == "Conv" and node.input[1] in shapes:
+            total += int(np.prod(out)) * int(np.prod(shapes[node.input[1]][1:]))
+        elif node.op_type == "ConvTranspose" and node.input[0] in shapes and node.input[1] in shapes:
+            w = shapes[node.input[1]]
+            total += int(np.prod(shapes[node.input[0]])) * int(np.prod(w[1:]))
+        elif node.op_type in ("Gemm", "MatMul") and node.input[0] in shapes:
+            a = shapes[node.input[0]]
+            transa = any(at.name == "transA" and at.i for at in node.attribute)
+            k = a[-2] if transa and len(a) == 2 else a[-1]
+            total += int(np.prod(out)) * k
+    return total

@@ -117,6 +117,68 @@ def run_deployed(
     return RunResult(outputs, report.get("load_ms"), list(report.get("run_ms", [])))
 
 
+@dataclass
+class StreamResult:
+    """``edgert-run --stream``: each output's emitted steps stacked on axis 0, and the runner's timing."""
+
+    outputs: dict[str, np.ndarray]
+    frames: int
+    emitted: int
+    step_ms: dict[str, float]  # median, mean, min, p90 over every step of every pass
+    load_ms: float | None = None
+
+
+def run_stream_on_device(bundle: Bundle, device, frames: np.ndarray, repeat: int = 1,
+                         timeout: float = 600.0) -> StreamResult:
+    """Stream ``frames`` (axis 0) through a step-model bundle with its native runner on ``device``.
+
+    The state stays inside the C library between steps (``edgert_stream_step``); only the
+    emitted outputs come back.
+    """
+    if bundle.stream is None:
+        raise InputError(f"{bundle.path.name} is not a continual step model; convert the model with "
+                         "'edgert continual MODEL -o STEP.onnx --time-axis N' and compile STEP.onnx")
+    bundle.check_arch(device.arch)
+    frame_name = next(s for s in bundle.inputs if not s.name.startswith("state_in_"))
+    frames = np.ascontiguousarray(np.asarray(frames, dtype=frame_name.dtype))
+    per = int(np.prod(frame_name.shape))
+    if frames.ndim < 1 or frames.size == 0 or frames.size != len(frames) * per:
+        raise InputError(f"frames have shape {list(frames.shape)}; give frames along axis 0, each "
+                         f"{list(frame_name.shape)} (the time axis of size 1 may be left out)")
+    if shares_host_files(device):
+        remote_dir = str(bundle.path.resolve())
+    else:
+        from edgert.device.deploy import deploy
+
+        remote_dir = deploy(bundle, device, check=False, timeout=timeout).remote_dir
+    with tempfile.TemporaryDirectory(prefix="edgert-stream-") as tmp:
+        local = shares_host_files(device)
+        io_dir = tmp if local else posixpath.join(device.workdir(), "runs", uuid.uuid4().hex)
+        try:
+            f = Path(tmp, "frames.npy")
+            np.save(f, frames)
+            remote = posixpath.join(io_dir, f.name)
+            if not local:
+                device.push(f, remote, timeout=timeout)
+            outdir = posixpath.join(io_dir, "out")
+            argv = [posixpath.join(remote_dir, bundle.manifest["runtime"]["runner"]), remote_dir,
+                    "--stream", remote, "--output-dir", outdir, "--repeat", str(repeat)]
+            report = _parse_report(device.run(argv, timeout=timeout), device)
+            outputs = {}
+            for item in report["outputs"]:
+                g = Path(tmp, "out", f"{sanitize(item['name'])}.npy")
+                if not local:
+                    g.parent.mkdir(exist_ok=True)
+                    device.pull(posixpath.join(outdir, g.name), g, timeout=timeout)
+                outputs[item["name"]] = np.load(g)
+        finally:
+            if not local:
+                with contextlib.suppress(EdgertError):
+                    device.run(["rm", "-rf", io_dir], timeout=60)
+    return StreamResult(outputs, int(report["frames"]), int(report["emitted"]), dict(report["step_ms"]),
+                        report.get("load_ms"))
+
+
 def _parse_report(proc, device) -> dict:
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("EDGERT ")), None)
     if line is None:

@@ -394,10 +394,18 @@ struct TensorSpec {
   std::string golden;  // bundle-relative path, empty if none
 };
 
+// A continual step model's states: input index <- output index after every step.
+struct StreamSpec {
+  bool present = false;
+  int64_t delay = 0, stride = 1;
+  std::vector<std::pair<size_t, size_t>> states;  // (state_in input index, state_out output index)
+};
+
 struct Manifest {
   std::string arch, os, device;
   std::vector<TensorSpec> inputs, outputs;
   std::vector<std::pair<std::string, std::string>> files;  // relative path, sha256 hex
+  StreamSpec stream;
 };
 
 std::string ShapeText(const int64_t* shape, size_t ndim) {
@@ -462,6 +470,37 @@ void AttachGolden(const Json& root, const char* key, std::vector<TensorSpec>* sp
     if (list->items[i].kind == Json::kString) (*specs)[i].golden = list->items[i].str;
 }
 
+size_t IndexOf(const std::vector<TensorSpec>& specs, const std::string& name, const std::string& where) {
+  for (size_t i = 0; i < specs.size(); ++i)
+    if (specs[i].name == name) return i;
+  BadManifest(where + " names '" + name + "', which the model does not have");
+}
+
+StreamSpec ParseStream(const Json& root, const Manifest& m) {
+  StreamSpec s;
+  const Json* stream = root.Get("stream");
+  if (stream == nullptr || stream->kind == Json::kNull) return s;
+  if (stream->kind != Json::kObject) BadManifest("'stream' is not an object");
+  s.present = true;
+  const Json& delay = Field(*stream, "delay", Json::kNumber, "stream");
+  const Json& stride = Field(*stream, "stride", Json::kNumber, "stream");
+  if (!(delay.number >= 0 && delay.number < 1e15) || !(stride.number >= 1 && stride.number < 1e15))
+    BadManifest("stream.delay must be >= 0 and stream.stride >= 1");
+  s.delay = int64_t(delay.number);
+  s.stride = int64_t(stride.number);
+  const Json& states = Field(*stream, "states", Json::kArray, "stream");
+  for (size_t i = 0; i < states.items.size(); ++i) {
+    std::string where = "stream.states[" + std::to_string(i) + "]";
+    if (states.items[i].kind != Json::kObject) BadManifest(where + " is not an object");
+    size_t in = IndexOf(m.inputs, Field(states.items[i], "name_in", Json::kString, where).str, where);
+    size_t out = IndexOf(m.outputs, Field(states.items[i], "name_out", Json::kString, where).str, where);
+    if (m.inputs[in].nbytes != m.outputs[out].nbytes || !SameDType(m.inputs[in].dl, m.outputs[out].dl))
+      BadManifest(where + ": state input and output differ in shape or dtype");
+    s.states.emplace_back(in, out);
+  }
+  return s;
+}
+
 Manifest ParseManifest(const std::string& dir) {
   std::string path = dir + "/manifest.json";
   std::ifstream in(path, std::ios::binary);
@@ -499,6 +538,7 @@ Manifest ParseManifest(const std::string& dir) {
   m.outputs = ParseTensors(root, "outputs");
   AttachGolden(root, "inputs", &m.inputs);
   AttachGolden(root, "outputs", &m.outputs);
+  m.stream = ParseStream(root, m);
   for (const auto& f : Field(root, "files", Json::kObject, "manifest").members) {
     if (f.second.kind != Json::kString) BadManifest("files['" + f.first + "'] is not a sha256 string");
     m.files.emplace_back(f.first, f.second.str);
@@ -687,6 +727,7 @@ struct edgert_model {
   std::vector<ffi::Tensor> inputs;
   std::vector<bool> input_set;
   std::vector<ffi::Tensor> outputs;
+  int64_t frames = 0;  // stream steps since the last reset
   edgert_call_hook hook = nullptr;
   void* hook_user = nullptr;
   bool instrumented = false;  // the VM's instrument points at SetCallHook's function
@@ -744,6 +785,27 @@ struct edgert_model {
     for (size_t i = 0; i < got.size(); ++i) CheckOutput(manifest.outputs[i], got[i]);
     outputs = std::move(got);
   }
+
+  void StreamReset() {
+    for (const auto& st : manifest.stream.states) {
+      std::vector<char> zeros(manifest.inputs[st.first].nbytes, 0);
+      // A fresh tensor: the old one may be a VM output still referenced by `outputs`.
+      inputs[st.first] = AllocTensor(manifest.inputs[st.first], inputs[st.first].device());
+      CopyIn(inputs[st.first], zeros.data(), zeros.size());
+      input_set[st.first] = true;
+    }
+    frames = 0;
+  }
+
+  // One step; the state outputs become the next state inputs (the tensor handles move, no bytes are copied).
+  bool StreamStep() {
+    Run();
+    for (const auto& st : manifest.stream.states) inputs[st.first] = outputs[st.second];
+    const StreamSpec& s = manifest.stream;
+    bool emitted = frames >= s.delay && (frames - s.delay) % s.stride == 0;
+    ++frames;
+    return emitted;
+  }
 };
 
 namespace {
@@ -796,6 +858,7 @@ edgert_status edgert_open(const char* bundle_dir, edgert_model** out) {
     CheckPlatform(model->manifest);
     CheckIntegrity(root, model->manifest);
     model->Load(root);
+    if (model->manifest.stream.present) model->StreamReset();
     *out = model.release();
   });
 }
@@ -842,6 +905,34 @@ edgert_status edgert_get_output(const edgert_model* model, size_t index, void* d
   if (status != EDGERT_OK) return status;
   if (model->outputs.empty()) return BadArgument("no outputs yet; call edgert_run first");
   return Guarded([&] { CopyOut(model->outputs[index], data, nbytes); });
+}
+
+int edgert_is_stream(const edgert_model* model) { return model && model->manifest.stream.present ? 1 : 0; }
+
+edgert_status edgert_stream_info(const edgert_model* model, int64_t* delay, int64_t* stride) {
+  if (model == nullptr || delay == nullptr || stride == nullptr) return BadArgument("edgert_stream_info: NULL argument");
+  if (!model->manifest.stream.present)
+    return BadArgument("the bundle is not a step model; convert the model with 'edgert continual' and compile that");
+  *delay = model->manifest.stream.delay;
+  *stride = model->manifest.stream.stride;
+  return EDGERT_OK;
+}
+
+edgert_status edgert_stream_reset(edgert_model* model) {
+  if (model == nullptr) return BadArgument("edgert_stream_reset: NULL model");
+  if (!model->manifest.stream.present)
+    return BadArgument("the bundle is not a step model; convert the model with 'edgert continual' and compile that");
+  return Guarded([&] { model->StreamReset(); });
+}
+
+edgert_status edgert_stream_step(edgert_model* model, int* emitted) {
+  if (model == nullptr) return BadArgument("edgert_stream_step: NULL model");
+  if (!model->manifest.stream.present)
+    return BadArgument("the bundle is not a step model; convert the model with 'edgert continual' and compile that");
+  return Guarded([&] {
+    bool valid = model->StreamStep();
+    if (emitted != nullptr) *emitted = valid ? 1 : 0;
+  });
 }
 
 }  // extern "C"

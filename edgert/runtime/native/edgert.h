@@ -97,6 +97,37 @@ typedef void (*edgert_call_hook)(void* user, const char* function, int before);
  * VM keeps a small cost per call until edgert_close (time runs before installing a hook). */
 edgert_status edgert_set_call_hook(edgert_model* model, edgert_call_hook hook, void* user);
 
+/* ---- Streams: bundles of continual step models (`edgert continual`, then `edgert compile`) ----
+ *
+ * A step model takes one frame and returns one time step. Its state tensors are inputs named
+ * state_in_* and outputs named state_out_* (listed in the manifest's "stream" section). In
+ * stream mode the library carries them: after each step the state outputs become the next step's
+ * state inputs inside the library (the tensors are handed over, not copied), so the caller sets
+ * only the frame inputs and reads the outputs:
+ *
+ *   edgert_stream_reset(m);                          (edgert_open does this for step models)
+ *   for (;;) {
+ *     edgert_set_input(m, 0, frame, sizeof frame);   (input 0: the frame; see edgert_input_info)
+ *     int emitted = 0;
+ *     edgert_stream_step(m, &emitted);
+ *     if (emitted) edgert_get_output(m, 0, scores, sizeof scores);
+ *   }
+ */
+
+/* 1 if the bundle is a step model with state tensors, else 0 (also for NULL). */
+int edgert_is_stream(const edgert_model* model);
+
+/* Frames before the first valid output (`delay`) and frames between valid outputs (`stride`). */
+edgert_status edgert_stream_info(const edgert_model* model, int64_t* delay, int64_t* stride);
+
+/* Starts a new stream: every state tensor zero, the frame count back to 0. */
+edgert_status edgert_stream_reset(edgert_model* model);
+
+/* Runs one step on the frame inputs set with edgert_set_input and keeps the new state. `*emitted`
+ * (NULL allowed) becomes 1 when this step's outputs are valid (past the delay, on the stride) and
+ * 0 during warm-up or between strided outputs. */
+edgert_status edgert_stream_step(edgert_model* model, int* emitted);
+
 #ifdef __cplusplus
 }
 #endif

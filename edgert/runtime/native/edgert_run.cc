@@ -2,6 +2,7 @@
 //
 //   edgert-run BUNDLE_DIR [--input NAME=FILE.npy]... [--golden] [--output-dir DIR]
 //              [--warmup N] [--repeat N]
+//   edgert-run BUNDLE_DIR --stream FRAMES.npy [--output-dir DIR] [--repeat N]   (continual step models)
 //              [--profile [--per-op] [--energy SPEC|auto]... [--idle-ms N] [--active-ms N] [--sample-ms N]]
 //   edgert-run --rpc-server [...]      TVM RPC server for tuning on the device (rpc_server.cc)
 //
@@ -49,7 +50,8 @@ namespace {
 const char* kUsage =
     "usage: edgert-run BUNDLE_DIR [--input NAME=FILE.npy]... [--golden] [--output-dir DIR] "
     "[--warmup N] [--repeat N] [--profile [--per-op] [--energy SPEC|auto]... [--idle-ms N] [--active-ms N] "
-    "[--sample-ms N]]  |  edgert-run --rpc-server [--host H] [--port N] [--tracker HOST:PORT --key KEY]";
+    "[--sample-ms N]]  |  edgert-run BUNDLE_DIR --stream FRAMES.npy [--output-dir DIR] [--repeat N]  |  "
+    "edgert-run --rpc-server [--host H] [--port N] [--tracker HOST:PORT --key KEY]";
 
 // ---------------------------------------------------------------- failures
 
@@ -109,6 +111,7 @@ struct Options {
   std::vector<std::pair<std::string, std::string>> inputs;  // name, .npy path
   bool golden = false;
   std::string output_dir;
+  std::string stream;  // --stream: frames along axis 0 of this .npy, one step each
   int warmup = 0;
   int repeat = 1;
   // --profile: cold start, timed runs, CPU frequency, memory; optionally per-op time and energy.
@@ -151,6 +154,8 @@ Options ParseArgs(int argc, char** argv) {
       if (sep == std::string::npos || sep == 0 || sep + 1 == spec.size())
         Fail("usage", "--input takes NAME=FILE.npy, got '" + spec + "'");
       o.inputs.emplace_back(spec.substr(0, sep), spec.substr(sep + 1));
+    } else if (arg == "--stream") {
+      o.stream = next();
     } else if (arg == "--golden" && !has_value) {
       o.golden = true;
     } else if (arg == "--output-dir") {
@@ -910,8 +915,107 @@ std::string Profile(const Options& o) {
          ",\"outputs\":" + outputs + "}";
 }
 
+// ---------------------------------------------------------------- streams
+
+bool StartsWith(const char* s, const char* prefix) { return std::strncmp(s, prefix, std::strlen(prefix)) == 0; }
+
+// --stream: every frame of FRAMES.npy through edgert_stream_step; the state stays in the library.
+// Writes each output's emitted steps stacked along a new axis 0 (NAME.npy) under --output-dir.
+std::string Stream(const Options& o) {
+  if (!o.inputs.empty() || o.golden || o.profile) Fail("usage", "--stream takes no --input, --golden or --profile");
+  auto start = std::chrono::steady_clock::now();
+  edgert_model* raw = nullptr;
+  Check(edgert_open(o.bundle.c_str(), &raw));
+  std::unique_ptr<edgert_model, void (*)(edgert_model*)> model(raw, edgert_close);
+  double load_ms = MsSince(start);
+  if (!edgert_is_stream(model.get()))
+    Fail("input", "--stream needs the bundle of a continual step model; convert the model with 'edgert continual "
+                  "MODEL -o STEP.onnx --time-axis N' and compile STEP.onnx");
+  int64_t delay = 0, stride = 1;
+  Check(edgert_stream_info(model.get(), &delay, &stride));
+  std::vector<size_t> frame_inputs;
+  for (size_t i = 0; i < edgert_num_inputs(model.get()); ++i) {
+    edgert_tensor_info info;
+    Check(edgert_input_info(model.get(), i, &info));
+    if (!StartsWith(info.name, "state_in_")) frame_inputs.push_back(i);
+  }
+  if (frame_inputs.size() != 1)
+    Fail("input", "--stream feeds one frame input; this model has " + std::to_string(frame_inputs.size()));
+  edgert_tensor_info frame;
+  Check(edgert_input_info(model.get(), frame_inputs[0], &frame));
+  Npy npy = ReadNpy(o.stream);
+  if (npy.descr != DescrOf(frame.dtype))
+    Fail("input", o.stream + " holds dtype '" + npy.descr + "' but frames of '" + frame.name + "' are " + frame.dtype);
+  size_t per = frame.nbytes;
+  size_t n = npy.shape.empty() ? 0 : size_t(npy.shape[0]);
+  if (n == 0 || npy.data.size() != n * per)
+    Fail("input", o.stream + " has shape " + ShapeJson(npy.shape.data(), int32_t(npy.shape.size())) +
+                      "; give frames along axis 0, each " + Describe(frame.dtype, frame.shape, frame.ndim) +
+                      " (the time axis of size 1 may be left out)");
+  struct Out {
+    size_t index;
+    edgert_tensor_info info;
+    std::vector<char> data;
+  };
+  std::vector<Out> outs;
+  for (size_t i = 0; i < edgert_num_outputs(model.get()); ++i) {
+    Out out{i, {}, {}};
+    Check(edgert_output_info(model.get(), i, &out.info));
+    if (!StartsWith(out.info.name, "state_out_")) outs.push_back(std::move(out));
+  }
+  std::vector<double> step_ms;
+  step_ms.reserve(n * size_t(o.repeat));
+  size_t emitted_steps = 0;
+  for (int pass = 0; pass < o.repeat; ++pass) {
+    Check(edgert_stream_reset(model.get()));
+    bool keep = pass + 1 == o.repeat;  // outputs of the last pass
+    for (size_t f = 0; f < n; ++f) {
+      auto t = std::chrono::steady_clock::now();
+      Check(edgert_set_input(model.get(), frame_inputs[0], npy.data.data() + f * per, per));
+      int emitted = 0;
+      Check(edgert_stream_step(model.get(), &emitted));
+      step_ms.push_back(MsSince(t));
+      if (!emitted || !keep) continue;
+      ++emitted_steps;
+      for (Out& out : outs) {
+        size_t at = out.data.size();
+        out.data.resize(at + out.info.nbytes);
+        Check(edgert_get_output(model.get(), out.index, out.data.data() + at, out.info.nbytes));
+      }
+    }
+  }
+  if (!o.output_dir.empty()) MakeDirs(o.output_dir);
+  std::string list = "[";
+  for (size_t k = 0; k < outs.size(); ++k) {
+    const Out& out = outs[k];
+    std::vector<int64_t> shape = {int64_t(emitted_steps)};
+    shape.insert(shape.end(), out.info.shape, out.info.shape + out.info.ndim);
+    std::string file = "null";
+    if (!o.output_dir.empty()) {
+      std::string path = o.output_dir + "/" + Sanitize(out.info.name) + ".npy";
+      WriteNpy(path, DescrOf(out.info.dtype), shape.data(), int32_t(shape.size()), out.data);
+      file = Quote(path);
+    }
+    list += std::string(k ? "," : "") + "{\"name\":" + Quote(out.info.name) + ",\"file\":" + file +
+            ",\"shape\":" + ShapeJson(shape.data(), int32_t(shape.size())) + ",\"dtype\":" + Quote(out.info.dtype) + "}";
+  }
+  std::vector<double> sorted = step_ms;
+  std::sort(sorted.begin(), sorted.end());
+  double total = 0;
+  for (double ms : step_ms) total += ms;
+  std::fprintf(stderr, "edgert-run: stream of %zu frames, %zu outputs (delay %lld, stride %lld), median step %.4f ms\n", n,
+               emitted_steps, (long long)delay, (long long)stride, sorted[sorted.size() / 2]);
+  return "{\"status\":\"ok\",\"mode\":\"stream\",\"load_ms\":" + Precise(load_ms) + ",\"frames\":" + std::to_string(n) +
+         ",\"emitted\":" + std::to_string(emitted_steps) + ",\"delay\":" + std::to_string(delay) + ",\"stride\":" +
+         std::to_string(stride) + ",\"repeat\":" + std::to_string(o.repeat) + ",\"threads\":" +
+         std::to_string(DefaultThreads()) + ",\"step_ms\":{\"median\":" + Precise(sorted[sorted.size() / 2]) +
+         ",\"mean\":" + Precise(total / double(step_ms.size())) + ",\"min\":" + Precise(sorted.front()) + ",\"p90\":" +
+         Precise(sorted[sorted.size() * 9 / 10]) + "},\"outputs\":" + list + "]}";
+}
+
 // The whole run; returns the success JSON.
 std::string Run(const Options& o) {
+  if (!o.stream.empty()) return Stream(o);
   if (o.profile) return Profile(o);
   auto start = std::chrono::steady_clock::now();
   edgert_model* raw = nullptr;

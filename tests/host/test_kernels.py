@@ -1,0 +1,83 @@
+"""Every Numba kernel against its NumPy twin (the specification), on small random shapes."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+RNG = np.random.default_rng(0)
+
+
+@pytest.mark.parametrize("channels,size,stride,dilation,pad", [(5, 9, 1, 1, 1), (6, 11, 2, 1, 1), (3, 12, 1, 2, 2),
+                                                                 (4, 10, 2, 2, 0), (7, 4, 1, 1, 1), (2, 7, 3, 1, 2)])
+def test_depthwise_kernel_matches_numpy(channels, size, stride, dilation, pad):
+    from edgert.host.ops.conv import depthwise2d, depthwise_numpy
+
+    x = RNG.standard_normal((2, channels, size, size + 1)).astype(np.float32)
+    w = RNG.standard_normal((channels, 3, 3)).astype(np.float32)
+    b = RNG.standard_normal(channels).astype(np.float32)
+    eff = 2 * dilation + 1
+    out_shape = ((size + 2 * pad - eff) // stride + 1, (size + 1 + 2 * pad - eff) // stride + 1)
+    args = (w, (stride, stride), (dilation, dilation), (pad, pad), out_shape)
+    want = depthwise_numpy(x, *args)
+    np.testing.assert_allclose(depthwise2d(x, *args), want, rtol=1e-5, atol=1e-5)
+    # Bias and clamp fused in the kernel = applied after; split over threads = the same.
+    got = depthwise2d(x, *args, bias=b, clip=(0.0, 1.5), threads=3)
+    np.testing.assert_allclose(got, np.clip(want + b[None, :, None, None], 0, 1.5), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("columns", [1, 3, 19])  # matvec kernel up to MATVEC_COLUMNS, row-axpy kernel above
+@pytest.mark.parametrize("sparsity", [0.0, 0.5, 0.9, 1.0])
+def test_csr_kernel_matches_numpy(sparsity, columns):
+    from edgert.host.sparse import csr_matmul, csr_matmul_numpy, to_csr
+
+    w = RNG.standard_normal((33, 70)).astype(np.float32)
+    w[RNG.random(w.shape) < sparsity] = 0
+    x = RNG.standard_normal((70, columns)).astype(np.float32)
+    csr = to_csr(w)
+    assert len(csr.data) == np.count_nonzero(w)
+    np.testing.assert_allclose(csr_matmul(csr, x), csr_matmul_numpy(csr, x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(csr_matmul_numpy(csr, x), w @ x, rtol=1e-5, atol=1e-5)
+
+
+def test_int_matmul_kernel_matches_numpy_exactly():
+    from edgert.host.int8 import int_matmul, int_matmul_numpy
+
+    a = RNG.integers(-255, 256, (17, 300)).astype(np.int16)  # uint8 - zero point spans -255..255
+    b = RNG.integers(-128, 128, (300, 23)).astype(np.int16)
+    got = int_matmul(a, b)
+    assert got.dtype == np.int32
+    np.testing.assert_array_equal(got, int_matmul_numpy(a, b))
+
+
+@pytest.mark.parametrize("kernel,stride,dilation", [((3, 3), (2, 2), (1, 1)), ((2, 3), (1, 2), (2, 1))])
+def test_max_pool_kernel_matches_numpy(kernel, stride, dilation):
+    from edgert.host.ops.max_pool import max_pool2d, max_pool_numpy
+
+    xp = RNG.standard_normal((2, 3, 13, 12)).astype(np.float32)
+    out_shape = tuple((n - (k - 1) * d - 1) // s + 1 for n, k, s, d in zip(xp.shape[2:], kernel, stride, dilation, strict=True))
+    np.testing.assert_array_equal(max_pool2d(xp, kernel, stride, dilation, out_shape),
+                                  max_pool_numpy(xp, kernel, stride, dilation, out_shape))
+
+
+def test_erf_kernel_matches_numpy():
+    from edgert.host.ops.erf import erf_kernel, erf_numpy
+
+    x = (RNG.standard_normal((4, 50)) * 3).astype(np.float32)
+    np.testing.assert_allclose(erf_kernel(x), erf_numpy(x), rtol=1e-6, atol=1e-7)
+
+
+def test_kernels_are_cached_on_disk(tmp_path):
+    """cache=True: the first process compiles and writes the kernel to disk, the next one loads it."""
+    import os
+    import subprocess
+    import sys
+
+    script = ("import numpy as np; from edgert.host.ops import conv; "
+              "conv.depthwise2d(np.ones((1, 1, 3, 3), np.float32), np.ones((1, 3, 3), np.float32), (1, 1), (1, 1), (0, 0), (1, 1)); "
+              "print(len(conv._depthwise2d.compiled().stats.cache_hits))")
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    first = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    assert first.stdout.split()[-1] == "0"
+    assert list(tmp_path.rglob("*.nbi")) and list(tmp_path.rglob("*.nbc"))
+    second = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    assert int(second.stdout.split()[-1]) >= 1
