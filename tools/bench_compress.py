@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -169,8 +168,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     br.add_common_arguments(ap, work="compressed models and bundles")
     ap.add_argument("--keep", type=float, default=0.6, help="fraction of the MACs both passes keep (default %(default)s)")
     ap.add_argument("--calib-samples", type=int, default=128, help="calibration samples (default %(default)s)")
-    ap.add_argument("--tuned", action="store_true", help="compile with tuning records (schedules 'auto') instead of edgert defaults")
-    ap.add_argument("--tuning-db", metavar="DIR[,DIR]", help="tuning databases for --tuned")
+    br.add_tuning_arguments(ap)
     args = ap.parse_args(argv)
     br.check_common_arguments(ap, args)
     if not 0.0 < args.keep <= 1.0:
@@ -179,13 +177,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    report = run(args)
-    print(render(report), flush=True)
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=1, default=str) + "\n")
-        br.progress(f"wrote {args.json}")
-    return 0
+    return br.report_main(argv, parse_args, run, render)
 
 
 if __name__ == "__main__":

@@ -251,16 +251,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--worker"]:
-        return _worker_main(argv[1])
-    args = parse_args(argv)
-    report = run(args)
-    print(render(report), flush=True)
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=1, default=str) + "\n")
-        br.progress(f"wrote {args.json}")
-    return 0
+    return br.report_main(argv, parse_args, run, render, worker=_worker_main)
 
 
 if __name__ == "__main__":

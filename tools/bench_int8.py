@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -203,21 +202,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--activations", choices=("uint8", "int8"), default="uint8",
                     help="with --quantizer ort: activation dtype of the QDQ model")
     ap.add_argument("--calib-samples", type=int, default=32, help="calibration samples (default %(default)s)")
-    ap.add_argument("--tuned", action="store_true", help="compile with tuning records (schedules 'auto') instead of edgert defaults")
-    ap.add_argument("--tuning-db", metavar="DIR[,DIR]", help="tuning databases for --tuned")
+    br.add_tuning_arguments(ap)
     args = ap.parse_args(argv)
     br.check_common_arguments(ap, args)
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    report = run(args)
-    print(render(report), flush=True)
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=1, default=str) + "\n")
-        br.progress(f"wrote {args.json}")
-    return 0
+    return br.report_main(argv, parse_args, run, render)
 
 
 if __name__ == "__main__":

@@ -663,18 +663,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
+def add_tuning_arguments(ap: argparse.ArgumentParser) -> None:
+    """--tuned/--tuning-db of the tools that compare compressed bundles (bench_int8, bench_compress)."""
+    ap.add_argument("--tuned", action="store_true", help="compile with tuning records (schedules 'auto') instead of edgert defaults")
+    ap.add_argument("--tuning-db", metavar="DIR[,DIR]", help="tuning databases for --tuned")
+
+
+def report_main(argv: list[str] | None, parse_args, run, render, worker=None) -> int:
+    """The benchmark tools' main: run, print the tables, write --json; ``--worker SPEC`` runs one cell."""
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--worker"]:
-        return _worker_main(argv[1])
+    if worker is not None and argv[:1] == ["--worker"]:
+        return worker(argv[1])
     args = parse_args(argv)
     report = run(args)
-    text = render(report)
-    print(text, flush=True)
+    print(render(report), flush=True)
     if args.json:
         args.json.write_text(json.dumps(report, indent=1, default=str) + "\n")
         progress(f"wrote {args.json}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return report_main(argv, parse_args, run, render, worker=_worker_main)
 
 
 if __name__ == "__main__":

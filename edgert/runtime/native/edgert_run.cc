@@ -834,8 +834,9 @@ std::string Series(const std::vector<double>& values) {
 // ---------------------------------------------------------------- profiling: the whole run
 
 // Phases, each apart so none disturbs another's numbers: cold start (open + first run), warm-up,
-// timed runs (CPU frequency read around them), energy (idle baseline, then runs for at least
-// --active-ms while the sampler reads the power sources), per-op runs (instrumented).
+// timed runs (CPU frequency read around them; with --per-op in blocks alternating with
+// instrumented runs), energy (idle baseline, then runs for at least --active-ms while the sampler reads the
+// power sources).
 std::string Profile(const Options& o) {
   Clock::time_point t0 = Clock::now();
   std::vector<PowerSource> sources = PowerSources(o);
@@ -851,12 +852,29 @@ std::string Profile(const Options& o) {
   double cold_ms = MsBetween(open_at, Clock::now());
   for (int i = 0; i < o.warmup; ++i) Check(edgert_run(model.get()));
 
+  // With --per-op, timed and instrumented runs alternate in ten blocks, so both series span the
+  // same stretch of time: a vCPU whose speed changed between two whole phases moved the per-op
+  // sum 30% off the latency. (Alternating single runs slowed the timed ones by a third.)
+  OpTimer timer;
+  std::vector<double> run_ms, op_run_ms;
   std::string freq_before = CpuFreqJson();
-  std::vector<double> run_ms;
-  for (int i = 0; i < o.repeat; ++i) {
-    Clock::time_point t = Clock::now();
-    Check(edgert_run(model.get()));
-    run_ms.push_back(MsBetween(t, Clock::now()));
+  int block = o.per_op ? std::max(1, o.repeat / 10) : o.repeat;
+  for (int done = 0; done < o.repeat; done += block) {
+    int n = std::min(block, o.repeat - done);
+    for (int i = 0; i < n; ++i) {
+      Clock::time_point t = Clock::now();
+      Check(edgert_run(model.get()));
+      run_ms.push_back(MsBetween(t, Clock::now()));
+    }
+    if (!o.per_op) continue;
+    Check(edgert_set_call_hook(model.get(), &OpTimer::Hook, &timer));
+    for (int i = 0; i < n; ++i) {
+      Clock::time_point t = Clock::now();
+      Check(edgert_run(model.get()));
+      op_run_ms.push_back(MsBetween(t, Clock::now()));
+      timer.EndRun();
+    }
+    Check(edgert_set_call_hook(model.get(), nullptr, nullptr));
   }
   std::string freq_after = CpuFreqJson();
 
@@ -889,16 +907,6 @@ std::string Profile(const Options& o) {
 
   std::string per_op = "null";
   if (o.per_op) {
-    OpTimer timer;
-    Check(edgert_set_call_hook(model.get(), &OpTimer::Hook, &timer));
-    std::vector<double> op_run_ms;
-    for (int i = 0; i < o.repeat; ++i) {
-      Clock::time_point t = Clock::now();
-      Check(edgert_run(model.get()));
-      op_run_ms.push_back(MsBetween(t, Clock::now()));
-      timer.EndRun();
-    }
-    Check(edgert_set_call_hook(model.get(), nullptr, nullptr));
     per_op = "{\"runs\":" + std::to_string(o.repeat) + ",\"run_ms\":" + Series(op_run_ms) +
              ",\"functions\":" + timer.Json() + "}";
   }
