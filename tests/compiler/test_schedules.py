@@ -70,6 +70,16 @@ CASES = {
          "b": _w(32, seed=5)},
         (1, 8, 8, 8),
     ),
+    # A matmul whose output gains a unit axis before its ReLU (a streaming conv step).
+    "matmul_unit_reshape_relu": lambda: (
+        [
+            helper.make_node("MatMul", ["x", "w"], ["m"]),
+            helper.make_node("Reshape", ["m", "shape"], ["r"]),
+            helper.make_node("Relu", ["r"], ["y"]),
+        ],
+        {"w": _w(48, 32), "shape": np.array([1, 32, 1], "int64")},
+        (1, 48),
+    ),
     "gemm": lambda: ([helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=1)], {"w": _w(40, 72), "b": _w(40)}, (1, 72)),
     "matmul_batched": lambda: ([helper.make_node("MatMul", ["x", "w"], ["y"])], {"w": _w(32, 48)}, (2, 10, 32)),
     "maxpool": lambda: (
@@ -172,3 +182,16 @@ def test_cpu_info_follows_target():
 
     rpi = CpuInfo.from_target(load_target("rpi4"))
     assert (rpi.lanes, rpi.vector_registers, rpi.num_cores) == (4, 32, 4)
+
+
+def test_unit_axis_reshape_joins_the_matmul_kernel(tmp_path):
+    """[1, C] -> [1, C, 1] keeps every element in place: the ReLU after it fuses into the matmul."""
+    from edgert.compiler import pipeline
+    from edgert.compiler.build import to_relax
+    from edgert.compiler.targets import load_target
+    from edgert.model import load
+
+    nodes, inits, shape = CASES["matmul_unit_reshape_relu"]()
+    mod = pipeline.fuse(to_relax(load(_model(tmp_path, "mur", nodes, shape, inits))), load_target("host"))
+    names = [gv.name_hint for gv in mod.get_global_vars() if gv.name_hint != "main"]
+    assert len(names) == 1 and all(k in names[0] for k in ("matmul", "reshape", "relu")), names
