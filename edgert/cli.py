@@ -291,14 +291,10 @@ def run(bundle_path: Path, device: str, inputs: tuple[str, ...], output_dir: Pat
 
 
 def _stream_and_report(bundle, dev, frames_file: Path, output_dir: Path | None, timeout: float) -> None:
-    import io
-
     import numpy as np
 
     from edgert.errors import InputError
-    from edgert.fsutil import atomic_write_bytes
     from edgert.runtime import session
-    from edgert.runtime.inputs import sanitize
 
     try:
         frames = np.load(frames_file)
@@ -318,10 +314,7 @@ def _stream_and_report(bundle, dev, frames_file: Path, output_dir: Path | None, 
     if result.emitted > shown:
         click.echo(f"... {result.emitted - shown} more steps")
     if output_dir:
-        for name, arr in result.outputs.items():
-            buf = io.BytesIO()
-            np.save(buf, arr)
-            atomic_write_bytes(output_dir / f"{sanitize(name)}.npy", buf.getvalue())
+        _save_outputs(result.outputs, output_dir)
         click.echo(f"outputs written to {output_dir} (emitted steps along axis 0)")
     click.echo(f"stream: {result.frames} frames, {result.emitted} outputs (delay {info['delay']}, stride {info['stride']}); "
                f"median step {result.step_ms['median']:.4f} ms on {dev.name}")
@@ -347,6 +340,17 @@ def _run_host(model: Path, inputs: tuple[str, ...], output_dir: Path | None, che
 
 
 def _echo_outputs(outputs, output_dir: Path | None) -> None:
+    """One line per output (shape, dtype, argmax), and each as NAME.npy in ``output_dir``."""
+    for name, arr in outputs.items():
+        top = f" argmax={int(arr.argmax())}" if arr.size > 1 and arr.dtype.kind == "f" else ""
+        click.echo(f"{name}: {'x'.join(map(str, arr.shape))} {arr.dtype}{top}")
+    if output_dir:
+        _save_outputs(outputs, output_dir)
+        click.echo(f"outputs written to {output_dir}")
+
+
+def _save_outputs(outputs, output_dir: Path) -> None:
+    """Each output as ``output_dir/NAME.npy``, written atomically."""
     import io
 
     import numpy as np
@@ -355,36 +359,16 @@ def _echo_outputs(outputs, output_dir: Path | None) -> None:
     from edgert.runtime.inputs import sanitize
 
     for name, arr in outputs.items():
-        top = f" argmax={int(arr.argmax())}" if arr.size > 1 and arr.dtype.kind == "f" else ""
-        click.echo(f"{name}: {'x'.join(map(str, arr.shape))} {arr.dtype}{top}")
-    if output_dir:
-        for name, arr in outputs.items():
-            buf = io.BytesIO()
-            np.save(buf, arr)
-            atomic_write_bytes(output_dir / f"{sanitize(name)}.npy", buf.getvalue())
-        click.echo(f"outputs written to {output_dir}")
+        buf = io.BytesIO()
+        np.save(buf, arr)
+        atomic_write_bytes(output_dir / f"{sanitize(name)}.npy", buf.getvalue())
 
 
 def _run_and_report(bundle, dev, feeds, output_dir: Path | None, check: bool, timeout: float) -> None:
-    from edgert.fsutil import atomic_write_bytes
     from edgert.runtime import session
-    from edgert.runtime.inputs import sanitize
 
     result = session.run_on_device(bundle, dev, feeds, timeout=timeout)
-    for spec in bundle.outputs:
-        arr = result.outputs[spec.name]
-        top = f" argmax={int(arr.argmax())}" if arr.size > 1 and arr.dtype.kind == "f" else ""
-        click.echo(f"{spec.name}: {'x'.join(map(str, arr.shape))} {arr.dtype}{top}")
-    if output_dir:
-        import io
-
-        import numpy as np
-
-        for name, arr in result.outputs.items():
-            buf = io.BytesIO()
-            np.save(buf, arr)
-            atomic_write_bytes(output_dir / f"{sanitize(name)}.npy", buf.getvalue())
-        click.echo(f"outputs written to {output_dir}")
+    _echo_outputs({spec.name: result.outputs[spec.name] for spec in bundle.outputs}, output_dir)
     if result.run_ms:
         click.echo(f"run: {result.run_ms[0]:.2f} ms on {dev.name} (load {result.load_ms:.1f} ms)")
     if check:
