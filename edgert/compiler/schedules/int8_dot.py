@@ -60,7 +60,7 @@ def _plan(sch, block):
     """Loop roles of an int8 dot-product reduction, or None when the function is not one."""
     from tvm.tirx import IterVar
 
-    from edgert.compiler.schedules.tiled_reduction import is_layout_free
+    from edgert.compiler.schedules.tiled_reduction import is_layout_free, loop_kinds
 
     parts = _parts(sch, block)
     if parts is None:
@@ -73,13 +73,11 @@ def _plan(sch, block):
     data = loads[1] if loads[0] is weight else loads[0]
     if str(data.source.dtype) not in ("uint8", "int8") or len(weight.indices) < 2:
         return None
+    mapped = loop_kinds(sch, block)
+    if mapped is None:
+        return None
+    loops, kinds = mapped
     stmt = sch.get(block)
-    loops = sch.get_loops(block)
-    if len(stmt.iter_vars) != len(loops):
-        return None
-    kinds = [iv.iter_type for iv in stmt.iter_vars]
-    if any(k not in (IterVar.DataPar, IterVar.CommReduce) for k in kinds):
-        return None
     ivars = [iv.var for iv in stmt.iter_vars]
     co, rc = weight.indices[-1], weight.indices[-2]
     if not all(any(ix.same_as(v) for v in ivars) for ix in weight.indices):

@@ -35,8 +35,9 @@ def _reduction_vars(sch, block) -> list:
     return [iv for iv in stmt.iter_vars if iv.iter_type == IterVar.CommReduce]
 
 
-def _plan(sch, block):
-    """Loops of the anchor: (spatial loops, reduction loops, vector loop, tile loop) or None."""
+def loop_kinds(sch, block):
+    """``(loops, kinds)``: each loop of ``block`` with its iter var's kind (spatial or reduction),
+    or None when the loops do not map one to one onto spatial/reduction iter vars."""
     from tvm.tirx import IterVar
 
     stmt = sch.get(block)
@@ -47,6 +48,18 @@ def _plan(sch, block):
     kinds = [iv.iter_type for iv in stmt.iter_vars]
     if any(k not in (IterVar.DataPar, IterVar.CommReduce) for k in kinds):
         return None
+    return loops, kinds
+
+
+def _plan(sch, block):
+    """Loops of the anchor: (spatial loops, reduction loops, vector loop, tile loop) or None."""
+    from tvm.tirx import IterVar
+
+    stmt = sch.get(block)
+    mapped = loop_kinds(sch, block)
+    if mapped is None:
+        return None
+    loops, kinds = mapped
     spatial = [lp for lp, k in zip(loops, kinds, strict=True) if k == IterVar.DataPar]
     reduce = [lp for lp, k in zip(loops, kinds, strict=True) if k == IterVar.CommReduce]
     if not spatial or not reduce:
