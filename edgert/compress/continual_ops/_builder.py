@@ -97,6 +97,15 @@ class StepBuilder:
         self.nodes.append(helper.make_node(op, inputs, [out], name=self.fresh(f"{hint}_{op}"), **attrs))
         return out
 
+    def copy(self, node, renamed: dict[str, str]) -> None:
+        """Append ``node`` as it is, but reading ``renamed[i]`` wherever it read input ``i``."""
+        new = type(node)()
+        new.CopyFrom(node)
+        for k, i in enumerate(node.input):
+            if i in renamed:
+                new.input[k] = renamed[i]
+        self.nodes.append(new)
+
     def s(self, offline: str) -> str:
         """The step-graph name of an offline tensor."""
         return self.step_name.get(offline, offline)

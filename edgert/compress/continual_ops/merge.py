@@ -38,10 +38,5 @@ def convert(b: StepBuilder, node) -> None:
             out_axis = t.axis + len(shape) - rank
     if node.op_type == "Concat" and t.axis is not None and attrs_of(node)["axis"] % rank == t.axis:
         raise refuse(node, "concatenation along the time axis cannot be streamed")
-    new = type(node)()
-    new.CopyFrom(node)
-    for k, i in enumerate(node.input):
-        if i in by_name:
-            new.input[k] = by_name[i]
-    b.nodes.append(new)
+    b.copy(node, by_name)
     b.set_step(node.output[0], node.output[0], t.moved(axis=out_axis))

@@ -11,12 +11,7 @@ def convert(b: StepBuilder, node) -> None:
     timed = [i for i in node.input if i and not b.is_const(i)]
     aligned, t = b.align(node, timed)
     by_name = dict(zip(timed, aligned, strict=True))
-    new = type(node)()
-    new.CopyFrom(node)
-    for k, i in enumerate(node.input):
-        if i in by_name:
-            new.input[k] = by_name[i]
-    b.nodes.append(new)
+    b.copy(node, by_name)
     for o in node.output:
         if o:
             b.set_step(o, o, t)
