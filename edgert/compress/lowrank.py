@@ -28,6 +28,7 @@ import numpy as np
 
 from edgert.compress import calibration as cal
 from edgert.compress import qdq, rounding
+from edgert.compress.spec import parse_options
 from edgert.errors import CompressError
 
 _PROBES = 8  # ranks per layer at which the model output error is measured
@@ -58,25 +59,9 @@ class LowRankSpec:
 
 def parse_spec(text: str) -> LowRankSpec:
     """``energy=0.95`` or ``keep=0.6``, plus ``width=N``, ``ops=MatMul+Gemm``, ``samples=N``."""
-    kw: dict[str, Any] = {}
     types = {"energy": float, "keep": float, "width": int, "samples": int, "damp": float, "report_samples": int}
-    for part in filter(None, (p.strip() for p in text.replace(";", ",").split(","))):
-        key, eq, value = part.partition("=")
-        key = key.strip().replace("-", "_")
-        if not eq:
-            raise CompressError(f"--lowrank '{part}': write KEY=VALUE, e.g. energy=0.95 or keep=0.6")
-        if key == "refit":
-            kw[key] = value.strip().lower() in ("1", "true", "on", "yes")
-        elif key == "ops":
-            kw[key] = tuple(v.strip() for v in value.split("+") if v.strip())
-        elif key in types:
-            try:
-                kw[key] = types[key](value)
-            except ValueError:
-                raise CompressError(f"--lowrank {key}={value}: not a number") from None
-        else:
-            raise CompressError(f"--lowrank: unknown option '{key}'; known: ops, {', '.join(types)}")
-    return LowRankSpec(**kw)
+    return LowRankSpec(**parse_options("--lowrank", text, types, booleans=("refit",), lists=("ops",),
+                                       bare_hint="energy=0.95 or keep=0.6"))
 
 
 @dataclass

@@ -23,6 +23,7 @@ import numpy as np
 
 from edgert.compress import calibration as cal
 from edgert.compress import groups as grp
+from edgert.compress.spec import parse_options
 from edgert.errors import CompressError
 
 
@@ -73,20 +74,8 @@ def parse_spec(text: str, target: str | None = None) -> PruneSpec:
         raise CompressError(f"--prune '{text}': use structured:keep=0.6, unstructured:0.9 or 2:4")
     types = {"keep": float, "sparsity": float, "width": int, "min_keep": float, "samples": int, "damp": float,
              "report_samples": int}
-    for part in filter(None, (p.strip() for p in rest.replace(";", ",").split(","))):
-        key, eq, value = part.partition("=")
-        if not eq:
-            key, value = ("keep" if kw["kind"] == "structured" else "sparsity"), key
-        key = key.strip().replace("-", "_")
-        if key == "reconstruct":
-            kw[key] = value.lower() in ("1", "true", "on", "yes")
-        elif key in types:
-            try:
-                kw[key] = types[key](value)
-            except ValueError:
-                raise CompressError(f"--prune {key}={value}: not a number") from None
-        else:
-            raise CompressError(f"--prune: unknown option '{key}'; known: reconstruct, {', '.join(types)}")
+    kw.update(parse_options("--prune", rest, types, booleans=("reconstruct",),
+                            bare="keep" if kw["kind"] == "structured" else "sparsity"))
     if "width" not in kw and target:
         kw["width"] = vector_width(target)
     return PruneSpec(**kw)

@@ -15,6 +15,7 @@ import numpy as np
 
 from edgert.compress import calibration as cal
 from edgert.compress import qdq, rounding
+from edgert.compress.spec import parse_options
 from edgert.errors import CompressError
 
 
@@ -91,23 +92,8 @@ def parse_spec(text: str, keep_float: str | None = None) -> QuantizeSpec:
     kw: dict[str, Any] = {}
     types = {"percentile": float, "samples": int, "adaround_iters": int, "min_sqnr_db": float,
              "max_accuracy_drop": float, "report_samples": int}
-    for part in filter(None, (p.strip() for p in rest.replace(";", ",").split(","))):
-        key, eq, value = part.partition("=")
-        if not eq:
-            key, value = "method", key
-        key = key.strip().replace("-", "_")
-        if key in ("bias_correction", "adaround"):
-            kw[key] = value.lower() in ("1", "true", "on", "yes")
-        elif key in ("method", "equalize"):
-            kw[key] = value.strip().lower()
-        elif key in types:
-            try:
-                kw[key] = types[key](value)
-            except ValueError:
-                raise CompressError(f"--quantize {key}={value}: not a number") from None
-        else:
-            known = ", ".join(["method", "equalize", "bias_correction", "adaround", *types])
-            raise CompressError(f"--quantize: unknown option '{key}'; known: {known}")
+    kw.update(parse_options("--quantize", rest, types, booleans=("bias_correction", "adaround"),
+                            words=("method", "equalize"), bare="method"))
     if keep_float:
         kw["keep_float"] = "auto" if keep_float == "auto" else tuple(n.strip() for n in keep_float.split(",") if n.strip())
     return QuantizeSpec(**kw)
