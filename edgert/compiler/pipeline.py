@@ -255,7 +255,10 @@ def build(mod, tgt, mode: str = "auto", databases: list[Path] | None = None):
         ex = tvm.compile(mod, target=tgt.tvm_target())
         report.counts.naive.append("*")
         return ex, report
+    from edgert.compiler import tir_lowering
+
     mod, report = lower(mod, tgt, mode, databases)
-    ex = tvm.compile(mod, target=tgt.tvm_target(), relax_pipeline=finalize_pipeline(tgt))
+    ex = tvm.compile(mod, target=tgt.tvm_target(), relax_pipeline=finalize_pipeline(tgt),
+                     tir_pipeline=tir_lowering.register())
     return ex, report
 

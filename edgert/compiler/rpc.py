@@ -134,11 +134,12 @@ def _build(mod, target, _params):
     from tvm.driver import build as tvm_build
     from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
 
+    from edgert.compiler import tir_lowering
     from edgert.compiler.schedules.base import enable_vector_rounding
 
     enable_vector_rounding()  # a builder worker process: as the compile does
     mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
-    return tvm_build(mod, target=target)
+    return tvm_build(mod, target=target, pipeline=tir_lowering.register())
 
 
 def _export_shared(cxx: str, parent: str, mod) -> str:
@@ -541,10 +542,29 @@ def _wait_listening(proc: BackgroundCommand, where: str, timeout: float) -> tupl
         except json.JSONDecodeError:
             continue
         if info.get("status") == "listening":
+            _require_loopback(info.get("host"), where)
             return int(info["port"]), info.get("pid")
         if info.get("status") == "error":
             raise TuningError(f"the RPC server on {where} failed: {info.get('message', line)}")
     raise _server_failed(proc, where, f"did not start listening within {timeout:.0f} s")
+
+
+def _require_loopback(host: object, where: str) -> None:
+    """TVM RPC is unauthenticated: edgert only uses a server bound to the device's loopback and
+    reaches it through the transport's forward. A server that says it bound anything else (an old
+    or modified runner) is refused rather than used."""
+    import ipaddress
+
+    try:
+        loopback = ipaddress.ip_address(str(host)).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        raise TuningError(
+            f"the RPC server on {where} listens on {host}, not on loopback; TVM RPC has no authentication, "
+            "so edgert only uses a server bound to 127.0.0.1 behind an ssh/adb forward. Update the runner "
+            "on the device (redeploy the bundle) and retry"
+        )
 
 
 def _wait_answering(host: str, port: int, proc: BackgroundCommand, where: str, timeout: float) -> None:

@@ -454,6 +454,8 @@ class _measurer:
         import tvm
         from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
 
+        from edgert.compiler import tir_lowering
+
         target = self.tgt.tvm_target()
         dev = tvm.cpu()
         config = tvm.get_global_func("runtime.config_threadpool")
@@ -462,7 +464,7 @@ class _measurer:
             try:
                 # Weight repacking runs once at compile time, not per call: time the kernel only.
                 mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(s.mod)
-                lib = tvm.compile(mod, target=target)
+                lib = tvm.compile(mod, target=target, tir_pipeline=tir_lowering.register())
             except Exception as exc:
                 out[s] = (None, "build failed: " + _last_line(exc))
                 continue
