@@ -195,3 +195,65 @@ def test_unit_axis_reshape_joins_the_matmul_kernel(tmp_path):
     mod = pipeline.fuse(to_relax(load(_model(tmp_path, "mur", nodes, shape, inits))), load_target("host"))
     names = [gv.name_hint for gv in mod.get_global_vars() if gv.name_hint != "main"]
     assert len(names) == 1 and all(k in names[0] for k in ("matmul", "reshape", "relu")), names
+
+
+# -- edgert's TIR pipeline (edgert/compiler/tir_lowering.py): register tiles on the stack
+def _scheduled_conv(tmp_path, case):
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+    from edgert.compiler import pipeline
+    from edgert.compiler.build import to_relax
+    from edgert.compiler.schedules import CpuInfo, schedule
+    from edgert.compiler.targets import load_target
+    from edgert.compiler.tuning import task_module
+    from edgert.model import load
+
+    nodes, inits, shape = CASES[case]()
+    tgt = load_target("host")
+    mod = pipeline.fuse(to_relax(load(_model(tmp_path, case, nodes, shape, inits))), tgt)
+    func = next(f for gv, f in mod.functions.items() if "conv2d" in gv.name_hint)
+    sch, rule, _ = schedule(task_module(func)["main"], CpuInfo.from_target(tgt))
+    assert rule == "tiled_reduction"
+    # The weight repacking block runs once at compile time in a real build (prepack_weights).
+    return RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(sch.mod), tgt
+
+
+def _build(mod, tgt, tir_pipeline):
+    import tvm
+
+    lib = tvm.compile(mod, target=tgt.tvm_target(), tir_pipeline=tir_pipeline)
+    return lib, lib.mod.inspect_source("asm")
+
+
+def test_register_tiles_leave_the_workspace_and_results_stay_exact(tmp_path):
+    import tvm
+
+    from edgert.compiler import tir_lowering
+    from edgert.compiler.tuning import _random_args
+
+    mod, tgt = _scheduled_conv(tmp_path, "depthwise_relu6")
+    plain, plain_asm = _build(mod, tgt, "default")
+    ours, ours_asm = _build(mod, tgt, tir_lowering.register())
+    # TVM's own lowering: one allocate/free call pair per tile of outputs.
+    assert "TVMBackendAllocWorkspace" in plain_asm
+    assert "TVMBackendAllocWorkspace" not in ours_asm
+    dev = tvm.cpu()
+    a = _random_args(mod["main"], dev, np)
+    b = [tvm.runtime.tensor(x.numpy()) for x in a]
+    plain["main"](*a)
+    ours["main"](*b)
+    np.testing.assert_array_equal(a[-1].numpy(), b[-1].numpy())
+
+
+def test_only_small_local_buffers_are_marked():
+    import tvm
+    from tvm import tirx
+
+    from edgert.compiler import tir_lowering
+
+    small = tirx.decl_buffer((8,), "float32x16", scope="local")
+    large = tirx.decl_buffer((4096,), "float32", scope="local")
+    shared = tirx.decl_buffer((8,), "float32", scope="global")
+    marks = [tir_lowering._small_local(b) for b in (small, large, shared)]
+    assert marks == [True, False, False]
+    assert tir_lowering.register() in tvm.tirx.compilation_pipeline.PIPELINE_MAP
