@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import json
 import platform
+import posixpath
 import tarfile
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,6 +134,36 @@ class Bundle:
         out[MANIFEST] = (self.path / MANIFEST).stat().st_size
         return out
 
+    @contextmanager
+    def verified_copy(self, rel: str) -> Iterator[Path]:
+        """A private copy of bundle file ``rel``, made from bytes hashed as they were read.
+
+        Loading native code from the bundle folder itself would leave a window between the
+        hash check and dlopen in which the file could be swapped; the copy (in a fresh 0700
+        temp folder, removed afterwards) is the very bytes that were checked.
+        """
+        import hashlib
+        import shutil
+        import tempfile
+
+        digest = self.manifest.get("files", {}).get(rel)
+        try:
+            data = (self.path / rel).read_bytes()
+        except OSError as exc:
+            raise BundleIntegrityError(f"cannot read {rel} of bundle {self.path} ({exc.strerror}); copy the bundle again") from None
+        if digest is None or hashlib.sha256(data).hexdigest() != digest:
+            raise BundleIntegrityError(
+                f"bundle {self.path} failed its integrity check: {rel} ({'not in the manifest' if digest is None else 'modified'} "
+                "since the bundle was opened); rebuild it with 'edgert compile' or copy it again"
+            )
+        tmp = Path(tempfile.mkdtemp(prefix="edgert-load-"))
+        try:
+            out = tmp / Path(rel).name
+            out.write_bytes(data)
+            yield out
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
     # -- running in-process ------------------------------------------------
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run in this process through TVM's runtime (bundle arch must match the host)."""
@@ -161,24 +195,103 @@ class Bundle:
         return out
 
 
+# Unpacked bytes allowed per byte of archive (a real bundle compresses about 3:1; gzip tops out
+# near 1000:1, so a decompression bomb needs far more), with a floor for tiny archives.
+UNPACK_RATIO = 100
+UNPACK_FLOOR = 64 << 20
+MAX_ENTRIES = 10_000
+MAX_MANIFEST_BYTES = 16 << 20
+
+
 def _unpack(archive: Path) -> Path:
-    """Unpack a .tar.gz bundle into the cache, refusing entries that could escape it."""
+    """Unpack a .tar.gz bundle into the cache, refusing any archive that could write outside it,
+    shadow a file, or unpack to far more than its own size; nothing is written unless every entry passes."""
     if not tarfile.is_tarfile(archive):
         raise BundleError(f"{archive} is neither a bundle directory nor a .tar.gz bundle")
     dest = cache_dir("bundles") / sha256_file(archive)[:32]
-    if (dest / MANIFEST).is_file():
+    if (dest / MANIFEST).is_file() and _cache_matches(dest, archive):
         return dest
+    # Absent, or a cached copy changed since it was unpacked: unpacked afresh (atomically replacing
+    # it), so one damaged cache entry is not reused, and refused, forever.
     try:
         with tarfile.open(archive, "r:*") as tar:
-            members = tar.getmembers()
-            for m in members:
-                p = Path(m.name)
-                if p.is_absolute() or ".." in p.parts or not (m.isfile() or m.isdir()):
-                    raise BundleError(
-                        f"{archive} contains an unsafe entry '{m.name}' (absolute path, '..', link or device); refusing to unpack"
-                    )
+            members = _checked_members(tar, archive)
             with atomic_dir(dest) as tmp:
                 tar.extractall(tmp, members=members, filter="data")
-    except (tarfile.TarError, OSError, EOFError) as exc:
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
         raise BundleError(f"cannot unpack {archive}: {exc}; copy the bundle again") from None
     return dest
+
+
+def _cache_matches(dest: Path, archive: Path) -> bool:
+    """Whether the cached copy ``dest`` still holds what ``archive`` unpacks to: the same manifest
+    bytes (so a manifest rewritten to match changed files does not pass) and every file listed
+    with its hash, nothing else in lib/ or bin/."""
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            for m in tar:  # pack() writes the manifest first, so this rarely reads further
+                if posixpath.normpath(m.name) == MANIFEST:
+                    if not m.isreg() or m.size > MAX_MANIFEST_BYTES:
+                        return False
+                    packed = tar.extractfile(m).read()
+                    break
+            else:
+                return False
+        cached = (dest / MANIFEST).read_bytes()
+        if cached != packed:
+            return False
+        Bundle(dest, json.loads(cached)).verify()
+    except (tarfile.TarError, OSError, EOFError, zlib.error, ValueError, AttributeError, BundleError):
+        return False
+    return True
+
+
+def _checked_members(tar: tarfile.TarFile, archive: Path) -> list[tarfile.TarInfo]:
+    """Every entry, checked before anything is written: plain files and folders with relative
+    names only, each name once, no more bytes than the cap, and only files the manifest lists."""
+    def refuse(why: str) -> BundleError:
+        return BundleError(f"{archive} {why}; refusing to unpack it (rebuild the bundle with 'edgert compile' "
+                           "and 'Bundle.pack', or copy it again)")
+
+    cap = max(UNPACK_FLOOR, UNPACK_RATIO * archive.stat().st_size)
+    members, seen, total = [], set(), 0
+    # tar.next() reads one header at a time, so an entry over the cap is refused before its data is inflated.
+    while (m := tar.next()) is not None:
+        if len(members) >= MAX_ENTRIES:
+            raise refuse(f"has more than {MAX_ENTRIES} entries")
+        name = posixpath.normpath(m.name)
+        if m.name.startswith("/") or ".." in m.name.split("/"):
+            raise refuse(f"contains an unsafe entry '{m.name}' (absolute path or '..')")
+        if not (m.isreg() or m.isdir()):
+            raise refuse(f"contains an unsafe entry '{m.name}' (a link, device or fifo; bundles hold plain files only)")
+        if name in seen:
+            raise refuse(f"contains '{name}' twice (a later copy would shadow the first)")
+        seen.add(name)
+        total += m.size
+        if total > cap:
+            raise refuse(f"unpacks to more than {cap >> 20} MiB ({UNPACK_RATIO}x its own size): a decompression bomb "
+                         "or a damaged archive")
+        members.append(m)
+    by_name = {posixpath.normpath(m.name): m for m in members}
+    man = by_name.get(MANIFEST)
+    if man is None or not man.isreg():
+        raise refuse(f"has no {MANIFEST}")
+    if man.size > MAX_MANIFEST_BYTES:
+        raise refuse(f"has a {MANIFEST} over {MAX_MANIFEST_BYTES >> 20} MiB")
+    try:
+        listed = json.loads(tar.extractfile(man).read()).get("files")
+    except (ValueError, AttributeError):
+        listed = None
+    if not isinstance(listed, dict):
+        raise refuse(f"has no readable {MANIFEST} listing its files")
+    wanted = {posixpath.normpath(rel) for rel in listed} | {MANIFEST}
+    folders = {"."}
+    for rel in wanted:
+        while (rel := posixpath.dirname(rel)):
+            folders.add(rel)
+    for name, m in by_name.items():
+        if m.isreg() and name not in wanted:
+            raise refuse(f"contains '{name}', which its {MANIFEST} does not list")
+        if m.isdir() and name not in folders:
+            raise refuse(f"contains a folder '{name}' holding no listed file")
+    return members

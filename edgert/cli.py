@@ -11,7 +11,8 @@ import click
 
 from edgert.errors import EdgertError
 
-DEVICE_HELP = "local, qemu, ssh://USER@HOST[:PORT], adb[:SERIAL] or serial:///dev/ttyUSB0[?baud=115200]"
+DEVICE_HELP = ("local, qemu, ssh://USER@HOST[:PORT], adb[:SERIAL] or serial:///dev/ttyUSB0[?baud=115200]; "
+               "add ?target=NAME to refuse bundles built for another board")
 
 def _handle_errors(fn):
     """Map EdgertError to one line on stderr and its exit code."""

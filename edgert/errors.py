@@ -74,6 +74,11 @@ class ArchMismatchError(BundleError):
     """The bundle was built for an architecture this device cannot run."""
 
 
+class TargetMismatchError(ArchMismatchError):
+    """Right architecture, wrong target: a GPU bundle without the GPU, CPU features the device
+    lacks, or a board other than the one the device is declared to be (?target=)."""
+
+
 class InputError(EdgertError):
     """An input file or array does not match what the model expects."""
 

@@ -2,6 +2,7 @@ import io
 import json
 import shutil
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -92,3 +93,39 @@ def test_unlisted_library_refused(host_bundle):
     (host_bundle.path / "lib" / "libevil.so").write_bytes(b"\x7fELF")
     with pytest.raises(BundleIntegrityError, match=r"lib/libevil.so \(not in the manifest\)"):
         Bundle.open(host_bundle.path)
+
+
+def test_model_swapped_after_open_is_refused_before_loading(host_bundle, monkeypatch):
+    import tvm
+
+    loaded = []
+    monkeypatch.setattr(tvm.runtime, "load_module", lambda path: loaded.append(path))
+    lib = host_bundle.path / "lib" / "model.so"
+    data = bytearray(lib.read_bytes())
+    data[len(data) // 3] ^= 0x01
+    lib.write_bytes(bytes(data))  # after Bundle.open checked every hash
+    with pytest.raises(BundleIntegrityError, match=r"lib/model.so \(modified since the bundle was opened\)"):
+        host_bundle.run(host_bundle.golden_inputs())
+    assert loaded == []
+
+
+def test_model_swapped_while_loading_cannot_get_unchecked_code_in(host_bundle, monkeypatch):
+    # The file in the bundle is replaced between the hash check and dlopen: what is loaded is the
+    # private copy of the checked bytes, so the results are still the golden ones.
+    import tvm
+
+    real = tvm.runtime.load_module
+    lib = host_bundle.path / "lib" / "model.so"
+    seen = []
+
+    def swap_then_load(path):
+        lib.write_bytes(b"\x7fELF swapped in")
+        seen.append(path)
+        return real(path)
+
+    monkeypatch.setattr(tvm.runtime, "load_module", swap_then_load)
+    out = host_bundle.run(host_bundle.golden_inputs())["output"]
+    ref = host_bundle.golden_outputs()["output"]
+    assert np.max(np.abs(out - ref)) <= 1e-4 * np.max(np.abs(ref))
+    assert len(seen) == 1 and not seen[0].startswith(str(host_bundle.path))
+    assert not Path(seen[0]).exists()  # the private copy is removed after loading

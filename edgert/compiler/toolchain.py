@@ -25,6 +25,9 @@ TVM_FFI_VERSION = "0.1.14.post1"
 
 _NATIVE_SOURCES = ("edgert.h", "edgert.cc", "edgert_run.cc", "rpc_server.cc")
 _CXXFLAGS = ("-std=c++17", "-O2", "-Wall", "-Wextra")
+# The test-only build under AddressSanitizer/UBSan: any report aborts the process (no recovery),
+# frame pointers and line tables keep the reports readable.
+_SANITIZE_FLAGS = ("-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g1")
 _ELF_MACHINES = {0x3E: "x86_64", 0xB7: "aarch64", 0x28: "arm", 0x03: "x86"}
 
 
@@ -197,47 +200,59 @@ def _ffi_include() -> Path:
     return include
 
 
-def build_native(target: Target) -> NativeBuild:
-    """libedgert.so and edgert-run for the target, cached by sources, compiler, flags and libs."""
+def build_native(target: Target, sanitize: bool = False) -> NativeBuild:
+    """libedgert.so and edgert-run for the target, cached by sources, compiler, flags and libs.
+
+    ``sanitize``: a separate build under AddressSanitizer/UBSan for tests on this machine, never
+    shipped in a bundle; it finds the TVM runtime libraries in edgert's cache (RUNPATH), so it runs
+    against any host bundle from its own folder."""
+    if sanitize and (target.arch != platform.machine() or target.os != "linux"):
+        raise ToolchainError(
+            f"the sanitizer build runs on this machine only; use a host target, not '{target.name}' ({target.arch})"
+        )
     cxx = find_cxx(target)
     libs = runtime_libs(target)
     include = _ffi_include()
     sources = _native_dir()
+    flags = _CXXFLAGS + (_SANITIZE_FLAGS if sanitize else ())
     key = hashlib.sha256()
-    for part in (cxx, target.arch, target.os, str(include), *_CXXFLAGS):
+    for part in (cxx, target.arch, target.os, str(include), *flags):
         key.update(part.encode() + b"\0")
     for name in _NATIVE_SOURCES:
         key.update((sources / name).read_bytes())
     for lib in libs.files.values():  # Android libs live in a user folder and may be rebuilt
         key.update(sha256_file(lib).encode())
-    out = cache_dir("native", key.hexdigest()[:32])
+    out = cache_dir("native-sanitized" if sanitize else "native", key.hexdigest()[:32])
     result = NativeBuild(out / "lib" / "libedgert.so", out / "bin" / "edgert-run", out / "include" / "edgert.h")
     if not all(p.is_file() for p in (result.libedgert, result.runner, result.header)):
         with atomic_dir(out) as tmp:
-            _compile(cxx, sources, include, libs, tmp, target)
+            _compile(cxx, sources, include, libs, tmp, target, flags, sanitize)
     return result
 
 
-def _compile(cxx: str, sources: Path, include: Path, libs: RuntimeLibs, out: Path, target: Target) -> None:
+def _compile(cxx: str, sources: Path, include: Path, libs: RuntimeLibs, out: Path, target: Target,
+             flags: tuple[str, ...] = _CXXFLAGS, sanitize: bool = False) -> None:
     for sub in ("lib", "bin", "include"):
         (out / sub).mkdir()
     shutil.copy2(sources / "edgert.h", out / "include" / "edgert.h")
     lib, runner = out / "lib" / "libedgert.so", out / "bin" / "edgert-run"
+    # The sanitizer build lives outside a bundle: it finds the runtime libraries where they are cached.
+    cache_rpath = [f"-Wl,-rpath,{libs.dir}"] if sanitize else []
     _run_cxx(target, [
-        cxx, *_CXXFLAGS, "-fPIC", "-shared", "-isystem", str(include), str(sources / "edgert.cc"),
+        cxx, *flags, "-fPIC", "-shared", "-isystem", str(include), str(sources / "edgert.cc"),
         "-o", str(lib), f"-L{libs.dir}", "-Wl,-soname,libedgert.so",
         # libedgert calls only tvm-ffi symbols; keep libtvm_runtime as a dependency anyway,
         # since loading it is what registers the VM and the .so module loader.
         "-Wl,--no-as-needed", "-ltvm_runtime", "-ltvm_ffi", "-Wl,--as-needed", "-ldl",
-        "-Wl,-rpath,$ORIGIN",
+        "-Wl,-rpath,$ORIGIN", *cache_rpath,
     ])
     # rpc_server.cc (edgert-run --rpc-server) calls tvm-ffi directly and needs libtvm_runtime's
     # RPC server registered, hence the direct runtime libraries on the runner.
     _run_cxx(target, [
-        cxx, *_CXXFLAGS, "-isystem", str(include), str(sources / "edgert_run.cc"), str(sources / "rpc_server.cc"),
+        cxx, *flags, "-isystem", str(include), str(sources / "edgert_run.cc"), str(sources / "rpc_server.cc"),
         "-o", str(runner), f"-L{lib.parent}", f"-L{libs.dir}", "-ledgert",
         "-Wl,--no-as-needed", "-ltvm_runtime", "-ltvm_ffi", "-Wl,--as-needed",
-        f"-Wl,-rpath-link,{libs.dir}", "-Wl,-rpath,$ORIGIN/../lib",
+        f"-Wl,-rpath-link,{libs.dir}", "-Wl,-rpath,$ORIGIN/../lib", *cache_rpath,
     ])
 
 

@@ -16,7 +16,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgert.device.transport import Completed, TransportClosed, TransportError, TransportTimeout, remote_arch
+from edgert.device.transport import Completed, TransportClosed, TransportError, TransportTimeout, path_arg, remote_arch
 from edgert.errors import MissingDependencyError
 
 # What adb itself prints when it cannot reach the phone (old adb: "error: ...", new: "adb: ...").
@@ -30,6 +30,7 @@ class ADBConfig:
     serial: str | None = None  # None: the only device adb sees
     workdir: str = "/data/local/tmp/edgert"
     adb: str = "adb"  # the adb program (a name on PATH or a path)
+    target: str | None = None  # the board it is (?target=NAME): bundles for other boards are refused
 
     @property
     def spec(self) -> str:
@@ -40,6 +41,7 @@ class ADBTransport:
     def __init__(self, config: ADBConfig) -> None:
         self.config = config
         self.name = config.spec
+        self.target = config.target
         self._adb = shutil.which(config.adb)
         if self._adb is None:
             raise MissingDependencyError(
@@ -77,7 +79,7 @@ class ADBTransport:
 
     def workdir(self) -> str:
         if not self._made_workdir:
-            p = self._call(["shell", f"mkdir -p {shlex.quote(self.config.workdir)}"], 60, "mkdir")
+            p = self._call(["shell", f"mkdir -p {path_arg(self.config.workdir)}"], 60, "mkdir")
             if p.returncode != 0:
                 raise TransportError(f"cannot create {self.config.workdir} on {self.name}: "
                                      f"{p.stderr.decode(errors='replace').strip()}; choose another with ?workdir=DIR")
@@ -94,8 +96,8 @@ class ADBTransport:
         files = sorted(p for p in local.rglob("*") if p.is_file()) if local.is_dir() else [local]
         for f in files:
             dest = posixpath.join(remote, f.relative_to(local).as_posix()) if local.is_dir() else remote
-            mk = self._call(["shell", f"mkdir -p {shlex.quote(posixpath.dirname(dest) or '.')}"], timeout, "mkdir")
-            p = mk if mk.returncode != 0 else self._call(["push", str(f), dest], timeout, f"pushing {f.name}")
+            mk = self._call(["shell", f"mkdir -p {path_arg(posixpath.dirname(dest) or '.')}"], timeout, "mkdir")
+            p = mk if mk.returncode != 0 else self._call(["push", str(f), _dash_safe(dest)], timeout, f"pushing {f.name}")
             if p.returncode != 0:
                 msg = (p.stderr or p.stdout).decode(errors="replace").strip()
                 raise TransportError(f"cannot write {dest} on {self.name}: {msg or f'exit code {p.returncode}'}")
@@ -106,7 +108,7 @@ class ADBTransport:
         fd, tmp = tempfile.mkstemp(prefix=f".{local.name}.", suffix=".part", dir=local.parent)
         os.close(fd)
         try:
-            p = self._call(["pull", remote, tmp], timeout, f"pulling {remote}")
+            p = self._call(["pull", _dash_safe(remote), tmp], timeout, f"pulling {remote}")
             if p.returncode != 0:
                 msg = (p.stderr or p.stdout).decode(errors="replace").strip()
                 raise TransportError(f"cannot read {remote} on {self.name}: {msg or f'exit code {p.returncode}'}")
@@ -116,3 +118,8 @@ class ADBTransport:
 
     def close(self) -> None:
         self._closed = True
+
+
+def _dash_safe(path: str) -> str:
+    # adb push/pull take their paths as words (not through a shell), but a leading '-' reads as an option.
+    return "./" + path if path.startswith("-") else path

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgert.bundle import MANIFEST, Bundle
+from edgert.device.compat import check_compatible
 from edgert.device.transport import Transport, check_run, sh
 from edgert.errors import BundleError, BundleIntegrityError
 from edgert.fsutil import sha256_file
@@ -75,7 +76,7 @@ def deploy(
     """
     if not isinstance(bundle, Bundle):
         bundle = Bundle.open(bundle)
-    bundle.check_arch(transport.arch)
+    check_compatible(bundle, transport, timeout=min(timeout, 60.0))
     expected = _expected(bundle)
     digest = bundle_digest(bundle)
     root = posixpath.join(transport.workdir(), "bundles")

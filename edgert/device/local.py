@@ -70,6 +70,7 @@ class QemuDevice(LocalDevice):
     sysroot, everything else (sh, sha256sum, mkdir) natively, as binfmt_misc would do it."""
 
     name = "qemu"
+    emulated = True  # every CPU feature emulated, no GPU (edgert.device.compat)
 
     def __init__(self, workdir: str | Path | None = None) -> None:
         super().__init__(workdir)

@@ -118,10 +118,11 @@ class ProfileReport:
 def profile(bundle: Bundle, transport, options: ProfileOptions, remote_dir: str | None = None) -> ProfileReport:
     """Profile ``bundle`` on ``transport``. ``remote_dir`` is the bundle's folder on the device;
     None: where it lies for devices that see this machine's files, else deployed first."""
+    from edgert.device.compat import check_compatible
     from edgert.device.transport import shares_host_files
     from edgert.runtime.session import _parse_report
 
-    bundle.check_arch(transport.arch)
+    check_compatible(bundle, transport)
     if remote_dir is None:
         if shares_host_files(transport):
             remote_dir = str(bundle.path.resolve())

@@ -1,7 +1,10 @@
 """Device specs as users write them (``--device``), parsed into typed configs and opened.
 
-    local | qemu | ssh://[USER@]HOST[:PORT][?workdir=DIR&config=SSH_CONFIG]
-    adb[:SERIAL][?workdir=DIR] | serial:///dev/ttyUSB0[?baud=115200&workdir=DIR]
+    local | qemu | ssh://[USER@]HOST[:PORT][?workdir=DIR&config=SSH_CONFIG&target=NAME]
+    adb[:SERIAL][?workdir=DIR&target=NAME] | serial:///dev/ttyUSB0[?baud=115200&workdir=DIR&target=NAME]
+
+target=NAME declares which board (see 'edgert targets') the device is; bundles built for another
+board are then refused before anything is sent (edgert.device.compat).
 """
 from __future__ import annotations
 
@@ -81,7 +84,7 @@ def _ssh(spec: str):
     if not spec.startswith("ssh://"):
         raise DeviceSpecError(f"device '{spec}': write an ssh device as ssh://USER@HOST[:PORT]")
     parts = urlsplit(spec)
-    options = _query(spec, parts.query, ("workdir", "config"))
+    options = _query(spec, parts.query, ("workdir", "config", "target"))
     if parts.path not in ("", "/"):
         raise DeviceSpecError(
             f"device '{spec}': an ssh device has no path; give the device folder as ssh://USER@HOST?workdir={parts.path}"
@@ -98,21 +101,22 @@ def _ssh(spec: str):
     config = Path(options["config"]).expanduser() if "config" in options else None
     if config is not None and not config.is_file():
         raise DeviceSpecError(f"device '{spec}': ssh config file {config} not found; fix the config= option")
-    return SSHConfig(host=host, user=parts.username or None, port=port, workdir=options.get("workdir"), config_file=config)
+    return SSHConfig(host=host, user=parts.username or None, port=port, workdir=options.get("workdir"), config_file=config,
+                     target=_target(options))
 
 
 def _adb(spec: str):
     from edgert.device.adb import ADBConfig
 
     head, _, query = spec.partition("?")
-    options = _query(spec, query, ("workdir",))
+    options = _query(spec, query, ("workdir", "target"))
     serial = head[len("adb:"):] if head.startswith("adb:") else ""
     if head.startswith("adb:") and not serial:
         raise DeviceSpecError(f"device '{spec}': give the phone's serial after 'adb:' (see 'adb devices'), or write just adb")
     if serial and not re.fullmatch(r"[\w.:\-]+", serial):
         raise DeviceSpecError(f"device '{spec}': '{serial}' is not an adb serial; copy it from 'adb devices'")
     kw = {"workdir": options["workdir"]} if "workdir" in options else {}
-    return ADBConfig(serial=serial or None, **kw)
+    return ADBConfig(serial=serial or None, target=_target(options), **kw)
 
 
 def _serial(spec: str):
@@ -127,7 +131,7 @@ def _serial(spec: str):
         )
     if not parts.path.startswith("/") or parts.path == "/":
         raise DeviceSpecError(f"device '{spec}' names no port; write serial:///dev/ttyUSB0?baud=115200")
-    options = _query(spec, parts.query, ("baud", "workdir"))
+    options = _query(spec, parts.query, ("baud", "workdir", "target"))
     kw = {}
     if "baud" in options:
         if not options["baud"].isdigit() or int(options["baud"]) <= 0:
@@ -135,4 +139,13 @@ def _serial(spec: str):
         kw["baud"] = int(options["baud"])
     if "workdir" in options:
         kw["workdir"] = options["workdir"]
-    return SerialConfig(port=parts.path, **kw)
+    return SerialConfig(port=parts.path, target=_target(options), **kw)
+
+
+def _target(options: dict[str, str]) -> str | None:
+    """?target=NAME, checked against the known boards now (TargetError lists them)."""
+    if "target" not in options:
+        return None
+    from edgert.compiler.targets import load_target
+
+    return load_target(options["target"]).name

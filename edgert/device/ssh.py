@@ -4,6 +4,10 @@ One master connection per transport (ControlMaster, socket in a private folder) 
 call, so the many small commands of a deploy cost a round trip each, not a handshake. Files
 travel as ``cat``/``tar`` streams over that connection: the device needs no sftp server (many
 boards run dropbear), and file names are shell-quoted arguments, never pasted into commands.
+
+A dropped connection (the ssh client exits 255 with the master gone) is TransportClosed. Known
+limit: a command whose session drops is not signalled by sshd (no terminal is allocated), so a
+runner cut off mid-profile runs on until its runs are done.
 """
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgert.device.transport import Completed, TransportClosed, TransportError, TransportTimeout, remote_arch
+from edgert.device.transport import Completed, TransportClosed, TransportError, TransportTimeout, path_arg, remote_arch
 from edgert.errors import MissingDependencyError
 
 # Messages the ssh client prints when the connection (not the remote command) failed.
@@ -37,6 +41,7 @@ class SSHConfig:
     config_file: Path | None = None  # an ssh_config for this device only (ssh -F), instead of ~/.ssh/config
     connect_timeout: float = 15.0
     keepalive: int = 300  # seconds the master connection outlives its last use (if close() is never called)
+    target: str | None = None  # the board it is (?target=NAME): bundles for other boards are refused
 
     @property
     def destination(self) -> str:
@@ -53,6 +58,7 @@ class SSHTransport:
             raise MissingDependencyError("the ssh client is not installed; install OpenSSH (apt-get install openssh-client)")
         self.config = config
         self.name = config.spec
+        self.target = config.target
         self._ctl_dir: str | None = tempfile.mkdtemp(prefix="edgert-ssh-")
         self._master_started = False
         self._arch: str | None = None
@@ -131,8 +137,23 @@ class SSHTransport:
         err = p.stderr.decode(errors="replace")
         # 255 is ssh's own failure; a remote command exiting 255 prints none of these.
         if p.returncode == 255 and any(s in err for s in (*_AUTH, *_HOSTKEY, *_UNREACHABLE)):
+            self._master_started = False  # the master may be what died: the next call starts a new one
             raise self._connection_error(err)
+        if p.returncode == 255 and not self._master_alive():
+            # The master connection died under the call (link dropped, sshd killed, board rebooted):
+            # the client exits 255, often silently. The command may or may not have run.
+            self._master_started = False
+            raise TransportClosed(f"the connection to {self.name} dropped during {what}; check the network and the "
+                                  "device (it may have rebooted), then run the command again")
         return p.returncode, p.stdout, err
+
+    def _master_alive(self) -> bool:
+        try:
+            p = subprocess.run([*self.ssh_args("-O", "check"), "--", self.config.destination], stdin=subprocess.DEVNULL,
+                               capture_output=True, timeout=10)
+        except (subprocess.TimeoutExpired, OSError):
+            return False
+        return p.returncode == 0
 
     # -- Transport -----------------------------------------------------
     @property
@@ -149,7 +170,7 @@ class SSHTransport:
                     rc, out, err = self._call('printf %s "$HOME"', 60, what="reading $HOME")
                     self._home = out.decode().strip() or "/"
                 wd = posixpath.join(self._home, wd)
-            rc, _, err = self._call(f"mkdir -p {shlex.quote(wd)}", 60, what="mkdir")
+            rc, _, err = self._call(f"mkdir -p {path_arg(wd)}", 60, what="mkdir")
             if rc != 0:
                 raise TransportError(f"cannot create the folder {wd} on {self.name}: {err.strip()}; "
                                      "choose another with ?workdir=DIR")
@@ -162,7 +183,7 @@ class SSHTransport:
 
     def push(self, local: Path, remote: str, timeout: float = 600.0) -> None:
         local = Path(local)
-        q = shlex.quote(remote)
+        q = path_arg(remote)
         if local.is_dir():
             tar = subprocess.Popen(["tar", "-C", str(local), "-cf", "-", "."], stdout=subprocess.PIPE)
             try:
@@ -175,7 +196,7 @@ class SSHTransport:
                     tar.kill()
         else:
             mode = " && chmod 755 " + q if local.stat().st_mode & 0o111 else ""
-            parent = shlex.quote(posixpath.dirname(remote) or ".")
+            parent = path_arg(posixpath.dirname(remote) or ".")
             with open(local, "rb") as f:
                 rc, _, err = self._call(f"mkdir -p {parent} && cat > {q}{mode}", timeout, stdin=f, what=f"pushing {local.name}")
         if rc != 0:
@@ -187,7 +208,7 @@ class SSHTransport:
         fd, tmp = tempfile.mkstemp(prefix=f".{local.name}.", suffix=".part", dir=local.parent)
         try:
             with open(fd, "wb") as f:
-                rc, _, err = self._call(f"cat {shlex.quote(remote)}", timeout, stdout=f, what=f"pulling {remote}")
+                rc, _, err = self._call(f"cat {path_arg(remote)}", timeout, stdout=f, what=f"pulling {remote}")
             if rc != 0:
                 raise TransportError(f"cannot read {remote} on {self.name}: {err.strip() or f'exit code {rc}'}")
             Path(tmp).replace(local)

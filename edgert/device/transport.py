@@ -5,6 +5,20 @@ A transport moves files to and from a device and runs commands there. Everything
 qemu, ssh, adb and serial devices behave the same to the rest of edgert.
 
 Paths on the device are POSIX strings (``remote``); paths here are :class:`pathlib.Path`.
+
+Faults and retries. Every call has a timeout (TransportTimeout); a connection that is gone is
+TransportClosed; a line that keeps damaging data is TransportCorrupted. Retried, because
+repeating them cannot do harm: on a serial line, any command the device reports as arrived
+damaged (its checksum failed there, so it never started; ``run`` included), and the transport's
+own idempotent steps whose command or reply was damaged (a file chunk, written at its offset and
+checked there; reading, listing, hashing), each up to ``retries`` times; a deploy file that
+arrives with the wrong hash (re-sent once); an interrupted deploy (resumed from its ``.partial``
+folder, whose files are hash-checked on the device before it is renamed into place); and an ssh
+master connection that died (a new one on the next call). Never retried: ``run`` once the device
+may have started it (the command may not be safe to repeat, e.g. it appends to a file or
+drives hardware, and a profile cut short cannot be resumed), so a device that drops or reboots
+mid-run, or a run whose reply arrives damaged, is an error that says to run the command again;
+nothing it measured is kept as if complete.
 """
 from __future__ import annotations
 
@@ -25,6 +39,11 @@ class TransportTimeout(TransportError):
 
 class TransportClosed(TransportError):
     """The connection to the device is gone (closed, dropped, or the device rebooted)."""
+
+
+class TransportCorrupted(TransportError):
+    """Data on the link kept arriving damaged (a noisy serial line): more damaged sends than the
+    retry bound allows, or the damaged reply of a command that is not repeated."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +87,14 @@ def sh(script: str, *args: str) -> list[str]:
     """argv that runs a POSIX sh ``script`` with ``args`` as $1, $2, ... on the device: file names
     travel as arguments, never pasted into the script text."""
     return ["sh", "-c", script, "sh", *args]
+
+
+def path_arg(path: str) -> str:
+    """``path`` as a shell-quoted command argument that no command takes for an option
+    (a relative name such as ``-rf`` becomes ``./-rf``)."""
+    import shlex
+
+    return shlex.quote("./" + path if path.startswith("-") else path)
 
 
 def check_run(transport: Transport, argv: list[str], what: str, timeout: float = 600.0) -> Completed:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from edgert.bundle import Bundle
+from edgert.device.compat import check_compatible
 from edgert.device.transport import shares_host_files
 from edgert.errors import CheckFailedError, EdgertError, InputError, RunError
 from edgert.runtime.inputs import conform, sanitize
@@ -41,13 +42,18 @@ class Agreement:
 
 
 def run_in_process(bundle: Bundle, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    bundle.check_arch()
+    from edgert.device.compat import check_here
+
+    check_here(bundle)
     import tvm
     from tvm import relax
 
     feeds = _conform_all(bundle, feeds)
     dev = tvm.cuda(0) if bundle.device_kind == "cuda" else tvm.cpu()
-    lib = tvm.runtime.load_module(str(bundle.path / bundle.manifest["runtime"]["model"]))
+    # Loaded from a private copy of the bytes just hashed: swapping the file in the bundle
+    # folder after Bundle.open (or during this call) cannot get unchecked code loaded.
+    with bundle.verified_copy(bundle.manifest["runtime"]["model"]) as model_so:
+        lib = tvm.runtime.load_module(str(model_so))
     vm = relax.VirtualMachine(lib, dev)
     args = [tvm.runtime.tensor(feeds[s.name], dev) for s in bundle.inputs]
     result = vm["main"](*args)
@@ -67,7 +73,7 @@ def run_on_device(
     A device that sees this machine's files (local, qemu) runs the bundle where it lies; any
     other first gets it deployed (incrementally: unchanged files are not sent again).
     """
-    bundle.check_arch(device.arch)
+    check_compatible(bundle, device)
     if shares_host_files(device):
         return run_deployed(bundle, device, str(bundle.path.resolve()), feeds, repeat, timeout)
     from edgert.device.deploy import deploy
@@ -138,7 +144,7 @@ def run_stream_on_device(bundle: Bundle, device, frames: np.ndarray, repeat: int
     if bundle.stream is None:
         raise InputError(f"{bundle.path.name} is not a continual step model; convert the model with "
                          "'edgert continual MODEL -o STEP.onnx --time-axis N' and compile STEP.onnx")
-    bundle.check_arch(device.arch)
+    check_compatible(bundle, device)
     frame_name = next(s for s in bundle.inputs if not s.name.startswith("state_in_"))
     frames = np.ascontiguousarray(np.asarray(frames, dtype=frame_name.dtype))
     per = int(np.prod(frame_name.shape))

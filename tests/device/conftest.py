@@ -138,6 +138,14 @@ def serial_console(tmp_path):
     shell = subprocess.Popen(["/bin/sh", "-i"], stdin=far_slave, stdout=far_slave, stderr=far_slave, cwd=tmp_path,
                              env=env, start_new_session=True, preexec_fn=_make_controlling_tty)
     os.close(far_slave)
+    # Wait for the shell's first prompt: a Ctrl-C sent (by SerialTransport's start) before the shell
+    # has set up its signal handling would kill it, which no real board's login shell risks.
+    deadline = time.monotonic() + 20
+    while not select.select([far_master], [], [], 0.1)[0]:
+        if shell.poll() is not None or time.monotonic() > deadline:
+            shell.kill()
+            pytest.fail("the serial console's shell did not start")
+    os.read(far_master, 4096)
     cable = _Cable(near_master, far_master)
     cable.start()
     try:

@@ -64,3 +64,17 @@ def assert_cut_leaves_nothing_good(bundle: Bundle, dev: Transport, tmp: Path, k:
     assert len(again.skipped) == k - 1 and set(again.sent) | set(again.skipped) == files
     assert len(again.damaged) == 1 and again.damaged[0] in again.sent  # the half-sent file
     assert dev.run(["test", "-e", partial]).returncode == 1
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every path under ``root`` (hidden ones too): "dir", "link", or a file's sha256; {} if absent."""
+    import hashlib
+    import os
+
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath, name)
+            out[str(p.relative_to(root))] = ("link" if p.is_symlink() else "dir" if p.is_dir() else
+                                             hashlib.sha256(p.read_bytes()).hexdigest())
+    return out

@@ -10,6 +10,8 @@
 #include <dlfcn.h>
 #include <limits.h>
 #include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <tvm/ffi/container/array.h>
 #include <tvm/ffi/container/shape.h>
 #include <tvm/ffi/container/tensor.h>
@@ -353,8 +355,15 @@ class Sha256 {
   }
 };
 
-// Hex sha256 of a file, or nullopt if it cannot be read.
+bool IsRegularFile(const std::string& path) {
+  struct stat st;
+  return stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+// Hex sha256 of a file, or nullopt if it cannot be read. Only regular files: reading a FIFO or
+// a device a hostile bundle put in place of a listed file would block or never end.
 std::optional<std::string> Sha256File(const std::string& path) {
+  if (!IsRegularFile(path)) return std::nullopt;
   std::ifstream in(path, std::ios::binary);
   if (!in) return std::nullopt;
   Sha256 sha;
@@ -431,6 +440,17 @@ const Json& Field(const Json& obj, const char* key, Json::Kind kind, const std::
   return *v;
 }
 
+// Bytes of memory this device has: no tensor the manifest declares may be larger. The manifest is
+// not covered by the hashes, so its shapes must not be able to ask for absurd allocations.
+size_t PhysicalMemory() {
+  long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+  if (pages <= 0 || page <= 0) return size_t(1) << 40;
+  return size_t(pages) * size_t(page);
+}
+
+// More dimensions than any model has; bounds the .npy headers the runner writes.
+constexpr size_t kMaxDims = 32;
+
 std::vector<TensorSpec> ParseTensors(const Json& root, const char* key) {
   std::vector<TensorSpec> specs;
   const Json& list = Field(root, key, Json::kArray, "manifest");
@@ -446,17 +466,36 @@ std::vector<TensorSpec> ParseTensors(const Json& root, const char* key) {
       if (spec.dtype == d.name) dtype = &d;
     if (dtype == nullptr) BadManifest(where + " has unsupported dtype '" + spec.dtype + "'");
     spec.dl = dtype->dl;
-    size_t numel = 1;
-    for (const Json& dim : Field(t, "shape", Json::kArray, where).items) {
-      // The bound keeps the casts defined and numel * 8 bytes from overflowing.
+    const Json& dims = Field(t, "shape", Json::kArray, where);
+    if (dims.items.size() > kMaxDims)
+      BadManifest(where + ".shape has " + std::to_string(dims.items.size()) + " dimensions, more than " +
+                  std::to_string(kMaxDims));
+    // Every dimension is checked before any product, so numel can be bounded without overflow
+    // (a zero dimension must not hide the product of the others wrapping around).
+    for (const Json& dim : dims.items) {
+      // The bound keeps the cast to int64 defined.
       if (dim.kind != Json::kNumber || !(dim.number >= 0 && dim.number < 1e15) ||
           dim.number != double(int64_t(dim.number)))
         BadManifest(where + ".shape must hold non-negative integers (static shapes)");
       spec.shape.push_back(int64_t(dim.number));
-      numel *= size_t(dim.number);
-      if (numel > (size_t(1) << 48)) BadManifest(where + " is too large");
     }
-    spec.nbytes = numel * (dtype->dl.bits / 8);
+    const size_t limit = PhysicalMemory();
+    const size_t item = dtype->dl.bits / 8;
+    size_t numel = 1;
+    bool too_large = false;
+    for (int64_t d : spec.shape) {
+      if (d == 0) {
+        numel = 0;
+        too_large = false;
+        break;
+      }
+      if (numel > limit / item / size_t(d)) too_large = true;
+      else numel *= size_t(d);
+    }
+    if (too_large)
+      BadManifest(where + " (" + spec.dtype + " " + ShapeText(spec.shape.data(), spec.shape.size()) +
+                  ") is larger than this device's memory (" + std::to_string(limit) + " bytes)");
+    spec.nbytes = numel * item;
     specs.push_back(std::move(spec));
   }
   return specs;
@@ -501,8 +540,16 @@ StreamSpec ParseStream(const Json& root, const Manifest& m) {
   return s;
 }
 
+// Far above any real manifest (a few KB: the golden data lives in files of its own).
+constexpr off_t kMaxManifestBytes = off_t(16) << 20;
+
 Manifest ParseManifest(const std::string& dir) {
   std::string path = dir + "/manifest.json";
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode))
+    Fail(EDGERT_E_BUNDLE, dir + " is not an edgert bundle (" + path +
+                              " is missing or not a regular file); point at the directory 'edgert compile' wrote");
+  if (st.st_size > kMaxManifestBytes) BadManifest("the file is " + std::to_string(st.st_size) + " bytes, too large");
   std::ifstream in(path, std::ios::binary);
   if (!in)
     Fail(EDGERT_E_BUNDLE, dir + " is not an edgert bundle (cannot read " + path +
@@ -593,6 +640,13 @@ void CheckIntegrity(const std::string& root, const Manifest& m) {
       Fail(EDGERT_E_INTEGRITY, "manifest.json lists no hash for " + rel +
                                    ", so it cannot be verified; rebuild the bundle with 'edgert compile'");
   if (m.files.empty()) BadManifest("'files' is empty");
+  // Golden files are read as inputs by the runner: only hash-checked ones.
+  for (const auto* specs : {&m.inputs, &m.outputs})
+    for (const TensorSpec& spec : *specs)
+      if (!spec.golden.empty() && !Listed(m, spec.golden))
+        Fail(EDGERT_E_INTEGRITY, "golden file '" + spec.golden + "' of '" + spec.name +
+                                     "' is not in the manifest's files, so it cannot be verified; "
+                                     "rebuild the bundle with 'edgert compile'");
   std::string bad;
   for (const std::string& rel : UnlistedLibraries(root, m))
     bad += (bad.empty() ? "" : ", ") + rel + " (not in the manifest)";
@@ -601,6 +655,10 @@ void CheckIntegrity(const std::string& root, const Manifest& m) {
     // Symlinks or ".." could make a listed name point at a file outside the bundle.
     if (!real.empty() && real.compare(0, root.size() + 1, root + "/") != 0)
       Fail(EDGERT_E_INTEGRITY, "bundle file '" + f.first + "' points outside the bundle; refusing it");
+    if (!real.empty() && !IsRegularFile(real)) {
+      bad += (bad.empty() ? "" : ", ") + f.first + " (not a regular file)";
+      continue;
+    }
     std::optional<std::string> digest = real.empty() ? std::nullopt : Sha256File(real);
     if (!digest) bad += (bad.empty() ? "" : ", ") + f.first + " (missing)";
     else if (*digest != f.second) bad += (bad.empty() ? "" : ", ") + f.first + " (modified)";

@@ -60,7 +60,9 @@ const char* edgert_last_error(void);
 
 /* Opens the bundle directory `bundle_dir`. Checks, before loading any native code, that the
  * manifest's format_version is supported, that the target architecture and OS are those this
- * library was built for, and that every file listed in the manifest has its recorded sha256.
+ * library was built for, that every tensor it declares fits in this device's memory, and that
+ * every file listed in the manifest is a regular file inside the bundle (no symlink or ".."
+ * leading out) with its recorded sha256; golden files must be among the listed ones.
  * Then loads lib/model.so and initialises the TVM virtual machine on the target device.
  * On success stores a new handle in *out; free it with edgert_close. */
 edgert_status edgert_open(const char* bundle_dir, edgert_model** out);

@@ -51,7 +51,7 @@ const char* kUsage =
     "usage: edgert-run BUNDLE_DIR [--input NAME=FILE.npy]... [--golden] [--output-dir DIR] "
     "[--warmup N] [--repeat N] [--profile [--per-op] [--energy SPEC|auto]... [--idle-ms N] [--active-ms N] "
     "[--sample-ms N]]  |  edgert-run BUNDLE_DIR --stream FRAMES.npy [--output-dir DIR] [--repeat N]  |  "
-    "edgert-run --rpc-server [--host H] [--port N] [--tracker HOST:PORT --key KEY]";
+    "edgert-run --rpc-server [--host H] [--allow-remote] [--port N] [--tracker HOST:PORT --key KEY]";
 
 // ---------------------------------------------------------------- failures
 
@@ -207,9 +207,12 @@ const char* DescrOf(const std::string& dtype) {
 }
 
 struct Npy {
+  std::string path;
   std::string descr;  // normalised: '<' or '|' byte-order mark
   std::vector<int64_t> shape;
-  std::vector<char> data;
+  size_t data_at = 0;     // file offset of the data
+  size_t data_bytes = 0;  // checked: what the header declares is exactly what the file holds
+  std::vector<char> data; // filled by LoadNpyData, after the caller checked dtype and shape
 };
 
 // Value text after "'key':" in the header dict, or empty if absent.
@@ -255,7 +258,10 @@ std::vector<int64_t> ParseShape(const std::string& tuple, const std::string& pat
 }
 
 std::string NormaliseDescr(std::string descr, const std::string& path) {
-  if (descr.size() != 3) Fail("input", path + ": unsupported .npy dtype '" + descr + "'");
+  if (descr.size() >= 2 && descr[1] == 'O')
+    Fail("input", path + " holds Python objects (dtype object); save a numeric array, e.g. arr.astype('float32')");
+  if (descr.size() != 3 || !std::isdigit(static_cast<unsigned char>(descr[2])))
+    Fail("input", path + ": unsupported .npy dtype '" + descr + "'");
   bool one_byte = descr[2] == '1';
   if (descr[0] == '=') descr[0] = '<';  // '=' is native order, little-endian on our targets
   if (one_byte && descr[0] == '<') descr[0] = '|';
@@ -264,36 +270,84 @@ std::string NormaliseDescr(std::string descr, const std::string& path) {
   return descr;
 }
 
+// Bytes of all elements of `shape` at `item` bytes each; false if that overflows size_t.
+bool ShapeBytes(const std::vector<int64_t>& shape, size_t item, size_t* bytes) {
+  size_t n = item;
+  for (int64_t d : shape)
+    if (d == 0) n = 0;
+  if (n == 0) {
+    *bytes = 0;
+    return true;
+  }
+  for (int64_t d : shape) {
+    if (size_t(d) > SIZE_MAX / n) return false;
+    n *= size_t(d);
+  }
+  *bytes = n;
+  return true;
+}
+
+// Reads and checks a .npy header; the data stays on disk until LoadNpyData. Nothing is allocated
+// from what the header declares: the declared shape must account for exactly the file's bytes.
 Npy ReadNpy(const std::string& path) {
+  // A FIFO or device (/dev/zero) would block or never end; only regular files are inputs.
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) Fail("input", "cannot read " + path + ": " + std::strerror(errno));
+  if (!S_ISREG(st.st_mode)) Fail("input", path + " is not a regular file; save arrays with numpy.save");
   std::ifstream in(path, std::ios::binary);
   if (!in) Fail("input", "cannot read " + path + ": " + std::strerror(errno));
-  std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const size_t size = size_t(st.st_size);
+  unsigned char prefix[12] = {0};
+  in.read(reinterpret_cast<char*>(prefix), sizeof prefix);
+  size_t got = size_t(in.gcount());
   static const char kMagic[] = "\x93NUMPY";
-  if (bytes.size() < 10 || std::memcmp(bytes.data(), kMagic, 6) != 0)
+  if (got < 10 || std::memcmp(prefix, kMagic, 6) != 0)
     Fail("input", path + " is not a .npy file; save arrays with numpy.save");
-  unsigned major = static_cast<unsigned char>(bytes[6]);
+  unsigned major = prefix[6];
   size_t header_len, header_at;
-  auto byte = [&](size_t i) { return size_t(static_cast<unsigned char>(bytes[i])); };
   if (major == 1) {
-    header_len = byte(8) | byte(9) << 8;
+    header_len = size_t(prefix[8]) | size_t(prefix[9]) << 8;
     header_at = 10;
-  } else if ((major == 2 || major == 3) && bytes.size() >= 12) {
-    header_len = byte(8) | byte(9) << 8 | byte(10) << 16 | byte(11) << 24;
+  } else if ((major == 2 || major == 3) && got >= 12) {
+    header_len = size_t(prefix[8]) | size_t(prefix[9]) << 8 | size_t(prefix[10]) << 16 | size_t(prefix[11]) << 24;
     header_at = 12;
   } else {
     Fail("input", path + ": unsupported .npy format version " + std::to_string(major));
   }
-  if (bytes.size() < header_at + header_len) Fail("input", path + ": truncated .npy header");
-  std::string header(bytes.data() + header_at, header_len);
+  // numpy writes headers of a few hundred bytes; a bigger one is not worth reading.
+  if (header_len > (size_t(1) << 20) || size < header_at + header_len) Fail("input", path + ": truncated .npy header");
+  std::string header(header_len, '\0');
+  in.clear();  // a short first read left the stream failed
+  in.seekg(std::streamoff(header_at));
+  in.read(&header[0], std::streamsize(header_len));
+  if (size_t(in.gcount()) != header_len) Fail("input", path + ": truncated .npy header");
   Npy npy;
+  npy.path = path;
   std::string descr = HeaderValue(header, "descr");
   if (descr.size() < 2) Fail("input", path + ": no dtype in its .npy header");
   npy.descr = NormaliseDescr(descr.substr(1, descr.size() - 2), path);
   npy.shape = ParseShape(HeaderValue(header, "shape"), path);
   if (HeaderValue(header, "fortran_order").rfind("True", 0) == 0 && npy.shape.size() > 1)
     Fail("input", path + " is Fortran-ordered; save it with numpy.save(f, numpy.ascontiguousarray(arr))");
-  npy.data.assign(bytes.begin() + long(header_at + header_len), bytes.end());
+  npy.data_at = header_at + header_len;
+  npy.data_bytes = size - npy.data_at;
+  size_t declared = 0;
+  bool fits = ShapeBytes(npy.shape, size_t(npy.descr[2] - '0'), &declared);
+  if (!fits || declared != npy.data_bytes)
+    Fail("input", path + " declares " + npy.descr + " " + ShapeJson(npy.shape.data(), int32_t(npy.shape.size())) +
+                      (fits ? " (" + std::to_string(declared) + " bytes)" : std::string(" (more bytes than fit in memory)")) +
+                      " but holds " + std::to_string(npy.data_bytes) +
+                      " data bytes; the file is truncated or corrupt, save it again with numpy.save");
   return npy;
+}
+
+void LoadNpyData(Npy* npy) {
+  std::ifstream in(npy->path, std::ios::binary);
+  npy->data.resize(npy->data_bytes);
+  in.seekg(std::streamoff(npy->data_at));
+  in.read(npy->data.data(), std::streamsize(npy->data.size()));
+  if (!in || size_t(in.gcount()) != npy->data.size())
+    Fail("input", "cannot read the data of " + npy->path + " (did it change while being read?)");
 }
 
 void WriteNpy(const std::string& path, const std::string& descr, const int64_t* shape, int32_t ndim,
@@ -335,9 +389,12 @@ void SetInput(edgert_model* model, size_t index, const std::string& path) {
   if (!same)
     Fail("input", std::string("input '") + info.name + "': " + path + " has shape " +
                       ShapeJson(npy.shape.data(), int32_t(npy.shape.size())) + " but the model expects " + expected);
-  if (npy.data.size() != info.nbytes)
-    Fail("input", std::string("input '") + info.name + "': " + path + " holds " + std::to_string(npy.data.size()) +
+  // Shape and dtype agree and the header matches the file size, so this holds unless the manifest's
+  // byte count disagrees with its own shape (which edgert_set_input would refuse anyway).
+  if (npy.data_bytes != info.nbytes)
+    Fail("input", std::string("input '") + info.name + "': " + path + " holds " + std::to_string(npy.data_bytes) +
                       " data bytes, " + expected + " needs " + std::to_string(info.nbytes) + "; the file is truncated");
+  LoadNpyData(&npy);
   Check(edgert_set_input(model, index, npy.data.data(), npy.data.size()));
 }
 
@@ -396,8 +453,19 @@ std::string Sanitize(const std::string& name) {
 
 // Copies every output out; writes them as .npy under --output-dir if given. Returns the JSON list.
 std::string CollectOutputs(edgert_model* model, const Options& o) {
-  if (!o.output_dir.empty()) MakeDirs(o.output_dir);
-  std::set<std::string> used;
+  if (!o.output_dir.empty()) {
+    // Checked before anything is written, so a refusal leaves the output directory as it was.
+    std::set<std::string> used;
+    for (size_t i = 0; i < edgert_num_outputs(model); ++i) {
+      edgert_tensor_info info;
+      Check(edgert_output_info(model, i, &info));
+      std::string stem = Sanitize(info.name);
+      // Hosts find outputs by this same rule, so a clash cannot be renamed away.
+      if (!used.insert(stem).second)
+        Fail("bundle", "two outputs map to the file name " + stem + ".npy; give the model's outputs distinct names");
+    }
+    MakeDirs(o.output_dir);
+  }
   std::string list = "[";
   for (size_t i = 0; i < edgert_num_outputs(model); ++i) {
     edgert_tensor_info info;
@@ -406,11 +474,7 @@ std::string CollectOutputs(edgert_model* model, const Options& o) {
     Check(edgert_get_output(model, i, data.data(), data.size()));
     std::string file = "null";
     if (!o.output_dir.empty()) {
-      std::string stem = Sanitize(info.name);
-      // Hosts find outputs by this same rule, so a clash cannot be renamed away.
-      if (!used.insert(stem).second)
-        Fail("bundle", "two outputs map to the file name " + stem + ".npy; give the model's outputs distinct names");
-      std::string path = o.output_dir + "/" + stem + ".npy";
+      std::string path = o.output_dir + "/" + Sanitize(info.name) + ".npy";
       WriteNpy(path, DescrOf(info.dtype), info.shape, info.ndim, data);
       file = Quote(path);
     }
@@ -956,10 +1020,16 @@ std::string Stream(const Options& o) {
     Fail("input", o.stream + " holds dtype '" + npy.descr + "' but frames of '" + frame.name + "' are " + frame.dtype);
   size_t per = frame.nbytes;
   size_t n = npy.shape.empty() ? 0 : size_t(npy.shape[0]);
-  if (n == 0 || npy.data.size() != n * per)
+  // Elements per frame from the file's shape (any layout of them, as the host's check allows);
+  // the header was checked against the file size, so n * per cannot wrap around here.
+  std::vector<int64_t> frame_shape(npy.shape.begin() + (npy.shape.empty() ? 0 : 1), npy.shape.end());
+  size_t file_frame_bytes = 0;
+  bool fits = ShapeBytes(frame_shape, size_t(npy.descr[2] - '0'), &file_frame_bytes);
+  if (n == 0 || per == 0 || !fits || file_frame_bytes != per || npy.data_bytes / per != n)
     Fail("input", o.stream + " has shape " + ShapeJson(npy.shape.data(), int32_t(npy.shape.size())) +
                       "; give frames along axis 0, each " + Describe(frame.dtype, frame.shape, frame.ndim) +
                       " (the time axis of size 1 may be left out)");
+  LoadNpyData(&npy);
   struct Out {
     size_t index;
     edgert_tensor_info info;
@@ -992,7 +1062,14 @@ std::string Stream(const Options& o) {
       }
     }
   }
-  if (!o.output_dir.empty()) MakeDirs(o.output_dir);
+  if (!o.output_dir.empty()) {
+    std::set<std::string> used;
+    for (const Out& out : outs)
+      if (!used.insert(Sanitize(out.info.name)).second)
+        Fail("bundle", "two outputs map to the file name " + Sanitize(out.info.name) +
+                           ".npy; give the model's outputs distinct names");
+    MakeDirs(o.output_dir);
+  }
   std::string list = "[";
   for (size_t k = 0; k < outs.size(); ++k) {
     const Out& out = outs[k];

@@ -3,6 +3,11 @@
 //
 //   edgert-run --rpc-server [--host 127.0.0.1] [--port 9090] [--key KEY]
 //              [--tracker HOST:PORT] [--custom-addr HOST[:PORT]] [--work-dir DIR] [--once]
+//              [--allow-remote]
+//
+// TVM RPC has no authentication: whoever reaches the port can upload and run native code. So the
+// server binds loopback only and is reached through an ssh/adb port forward; a --host that is
+// not a loopback address is refused unless --allow-remote says the network is trusted.
 //
 // The protocol is TVM's own (python/tvm/rpc/server.py, apps/cpp_rpc): a handshake with the
 // RPC magic and keys, then libtvm_runtime's `rpc.ServerLoop` serves the session. With
@@ -69,7 +74,7 @@ const char* kProbeKey = "client:edgert-probe";
 
 const char* kRpcUsage =
     "usage: edgert-run --rpc-server [--host 127.0.0.1] [--port N] [--key KEY] [--tracker HOST:PORT] "
-    "[--custom-addr HOST[:PORT]] [--work-dir DIR] [--once]";
+    "[--custom-addr HOST[:PORT]] [--work-dir DIR] [--once] [--allow-remote]";
 
 struct RpcFailure {
   std::string code;  // "usage" or "rpc"
@@ -220,6 +225,29 @@ addrinfo* Resolve(const std::string& host, int port, bool passive) {
   int rc = getaddrinfo(host.c_str(), service.c_str(), &hints, &res);
   if (rc != 0 || res == nullptr) Fail("cannot resolve '" + host + "': " + gai_strerror(rc));
   return res;
+}
+
+bool IsLoopback(const sockaddr* addr) {
+  if (addr->sa_family == AF_INET)
+    return (ntohl(reinterpret_cast<const sockaddr_in*>(addr)->sin_addr.s_addr) >> 24) == 127;
+  if (addr->sa_family == AF_INET6) {
+    const in6_addr& a = reinterpret_cast<const sockaddr_in6*>(addr)->sin6_addr;
+    if (IN6_IS_ADDR_LOOPBACK(&a)) return true;
+    return IN6_IS_ADDR_V4MAPPED(&a) && a.s6_addr[12] == 127;  // ::ffff:127.x.y.z
+  }
+  return false;
+}
+
+// Refuses, before anything starts, a --host that resolves to an address other machines can reach.
+void CheckBindPolicy(const std::string& host, bool allow_remote) {
+  if (allow_remote) return;
+  addrinfo* res = Resolve(host, 0, true);
+  bool loopback = IsLoopback(res->ai_addr);  // the address Listen binds: the first one
+  freeaddrinfo(res);
+  if (!loopback)
+    Usage("--host " + host + " is not a loopback address, and TVM RPC has no authentication: anyone who "
+          "reaches the port can run code on this device. Keep the default 127.0.0.1 and reach the server "
+          "through an ssh or adb port forward, or pass --allow-remote on a network you trust");
 }
 
 int Listen(const std::string& host, int port, int* bound_port) {
@@ -391,6 +419,7 @@ struct RpcOptions {
   HostPort custom;  // what the tracker hands to clients, when they reach us through a forward
   std::string work_dir;
   bool once = false;
+  bool allow_remote = false;  // bind a non-loopback --host (unauthenticated RPC on the network)
 };
 
 RpcOptions ParseRpcArgs(int argc, char** argv) {
@@ -432,6 +461,8 @@ RpcOptions ParseRpcArgs(int argc, char** argv) {
       o.work_dir = next();
     } else if (arg == "--once" && !has_value) {
       o.once = true;
+    } else if (arg == "--allow-remote" && !has_value) {
+      o.allow_remote = true;
     } else {
       Usage("unexpected argument '" + std::string(argv[i]) + "'; " + kRpcUsage);
     }
@@ -654,6 +685,7 @@ bool Serve(Session s, int listen_fd, Tracker* tracker) {
 }
 
 void RunServer(const RpcOptions& o) {
+  CheckBindPolicy(o.host, o.allow_remote);
   InstallSignals();
   std::string base = o.work_dir;
   if (base.empty()) base = std::getenv("TMPDIR") ? std::getenv("TMPDIR") : P_tmpdir;  // stdio.h: the system temp dir
