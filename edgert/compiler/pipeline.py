@@ -39,7 +39,7 @@ def fuse(mod, tgt):
     from tvm import relax
 
     from edgert.compiler.int8 import integerize
-    from edgert.compiler.relax_rewrites import clip_calls_to_ops
+    from edgert.compiler.relax_rewrites import clip_calls_to_ops, column_matmuls_to_rows
     from edgert.compiler.schedules.base import enable_vector_rounding
 
     enable_vector_rounding()  # before any PrimFunc is built: quantize/requantize epilogues
@@ -48,6 +48,7 @@ def fuse(mod, tgt):
         mod, _ = integerize(mod, tgt)  # before FoldConstant expands the int8 weights to float
         mod = relax.transform.FoldConstant()(mod)
         mod = clip_calls_to_ops(mod)
+        mod = column_matmuls_to_rows(mod)
         mod = relax.transform.ConvertLayout(LAYOUTS)(mod)
         mod = tvm.transform.Sequential(
             [

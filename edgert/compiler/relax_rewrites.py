@@ -43,3 +43,54 @@ def clip_calls_to_ops(mod):
             rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
     out = rewriter.builder_.get()
     return relax.transform.DeadCodeElimination()(out)
+
+
+def column_matmuls_to_rows(mod):
+    """``matmul(W, x)`` with a constant ``W [.., M, K]`` and a column ``x [.., K, 1]`` →
+    ``reshape(matmul(reshape(x, [.., 1, K]), W^T), [.., M, 1])``.
+
+    The same products, but the output's contiguous axis becomes M instead of 1: the
+    register-tiled template vectorises over it, where the column form left it scalar (a
+    streaming step model's conv layers are such matrix-vector products). Both reshapes only
+    move a unit axis, so they fuse as element-wise ops (``pipeline.unit_reshapes_as_elementwise``).
+    """
+    import numpy as np
+    import tvm
+    from tvm import relax
+    from tvm.relax import PyExprMutator, expr_functor
+
+    matmul_op = relax.op.matmul(relax.Var("a", relax.TensorType((1, 1), "float32")),
+                                relax.Var("b", relax.TensorType((1, 1), "float32"))).op
+
+    def static_shape(e):
+        shape = getattr(e.ty, "shape", None) if hasattr(e, "ty") else None
+        try:
+            return [int(d) for d in shape] if shape is not None else None
+        except (TypeError, ValueError):
+            return None
+
+    @expr_functor.mutator
+    class _Rewriter(PyExprMutator):
+        def visit_call_(self, call):
+            call = super().visit_call_(call)
+            if not (isinstance(call, relax.Call) and call.op.same_as(matmul_op)):
+                return call
+            w, x = call.args
+            if not isinstance(w, tvm.ir.GenericConst):
+                return call
+            wv = w.value.numpy()
+            ws, xs = list(wv.shape), static_shape(x)
+            out_dtype = str(call.attrs.out_dtype) if call.attrs.out_dtype else ""
+            if (xs is None or len(ws) < 2 or len(xs) != len(ws) or xs[-1] != 1 or xs[-2] != ws[-1]
+                    or any(d != 1 for d in ws[:-2] + xs[:-2]) or ws[-2] == 1):
+                return call
+            wt = np.ascontiguousarray(np.swapaxes(wv, -1, -2))
+            row = self.builder_.emit(relax.op.reshape(x, [*xs[:-2], 1, xs[-2]]))
+            y = self.builder_.emit(relax.op.matmul(row, relax.const(wt), out_dtype=out_dtype or None))
+            return relax.op.reshape(y, [*ws[:-2], ws[-2], 1])
+
+    rewriter = _Rewriter(mod)
+    for gv, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
+    return rewriter.builder_.get()

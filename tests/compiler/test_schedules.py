@@ -81,6 +81,16 @@ CASES = {
         (1, 48),
     ),
     "gemm": lambda: ([helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=1)], {"w": _w(40, 72), "b": _w(40)}, (1, 72)),
+    # Weight times a column (a continual step model's conv): rewritten to a row times W^T.
+    "matmul_column_relu": lambda: (
+        [
+            helper.make_node("MatMul", ["w", "x"], ["m"]),
+            helper.make_node("Add", ["m", "b"], ["a"]),
+            helper.make_node("Relu", ["a"], ["y"]),
+        ],
+        {"w": _w(1, 40, 96), "b": _w(40, 1, seed=2)},
+        (1, 96, 1),
+    ),
     "matmul_batched": lambda: ([helper.make_node("MatMul", ["x", "w"], ["y"])], {"w": _w(32, 48)}, (2, 10, 32)),
     "maxpool": lambda: (
         [helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])],
@@ -257,3 +267,25 @@ def test_only_small_local_buffers_are_marked():
     marks = [tir_lowering._small_local(b) for b in (small, large, shared)]
     assert marks == [True, False, False]
     assert tir_lowering.register() in tvm.tirx.compilation_pipeline.PIPELINE_MAP
+
+
+def test_column_matmul_becomes_a_row_matmul_with_its_epilogue(tmp_path):
+    """W [1, M, K] x [1, K, 1]: the kernel's output axis is M (vectorised), bias and ReLU fused."""
+    import tvm
+
+    from edgert.compiler import pipeline
+    from edgert.compiler.build import to_relax
+    from edgert.compiler.targets import load_target
+    from edgert.model import load
+
+    nodes, inits, shape = CASES["matmul_column_relu"]()
+    mod = pipeline.fuse(to_relax(load(_model(tmp_path, "col", nodes, shape, inits))), load_target("host"))
+    funcs = {gv.name_hint: f for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)}
+    # The input's unit-axis reshape stays a function here; the build turns it into a view
+    # (RewriteDataflowReshape), so the kernel count is one.
+    kernels = {n: f for n, f in funcs.items() if not n.startswith("reshape")}
+    assert len(kernels) == 1, sorted(funcs)
+    (name, func), = kernels.items()
+    assert "matmul" in name and "relu" in name, name
+    shapes = sorted([int(d) for d in p.shape] for p in func.params)
+    assert [1, 1, 96] in shapes and [1, 96, 40] in shapes, shapes  # the row and W^T
