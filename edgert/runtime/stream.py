@@ -207,13 +207,17 @@ class _TvmRunner:
     """A bundle in this process. States stay TVM tensors; only emitted outputs become NumPy."""
 
     def __init__(self, bundle, info: StreamInfo):
-        bundle.check_arch()
+        from edgert.device.compat import check_here
+
+        check_here(bundle)  # the same refusals as run/deploy/profile, before anything native is loaded
         import tvm
         from tvm import relax
 
         self.tvm = tvm
         self.dev = tvm.cuda(0) if bundle.device_kind == "cuda" else tvm.cpu()
-        lib = tvm.runtime.load_module(str(bundle.path / bundle.manifest["runtime"]["model"]))
+        # From a private copy of the bytes just hashed (as run_in_process): a file swapped after Bundle.open is not loaded.
+        with bundle.verified_copy(bundle.manifest["runtime"]["model"]) as model_so:
+            lib = tvm.runtime.load_module(str(model_so))
         self.vm = relax.VirtualMachine(lib, self.dev)
         self.main = self.vm["main"]
         self.info = info

@@ -190,6 +190,58 @@ def test_refusals(models, tiny_bundle, tmp_path):
         run_stream_on_device(edgert.Bundle.open(copy), dev, np.zeros((3, 5), np.float32))
 
 
+def _retargeted_step_bundle(src: Path, dest: Path, **change) -> Path:
+    """A copy of a step bundle whose manifest names another target (the manifest is not in its own hash list)."""
+    import json
+
+    copy = Path(shutil.copytree(src, dest))
+    m = json.loads((copy / "manifest.json").read_text())
+    m["target"] = {**m["target"], **change}
+    (copy / "manifest.json").write_text(json.dumps(m))
+    return copy
+
+
+@pytest.mark.parametrize("kind", ["cuda", "wrong arch"])
+def test_stream_refuses_a_bundle_this_machine_cannot_run_before_loading(models, tmp_path, monkeypatch, kind):
+    import platform
+
+    import tvm
+
+    from edgert.device import compat
+    from edgert.errors import ArchMismatchError, TargetMismatchError
+
+    src = models["tcn_bundle"].path
+    if kind == "cuda":
+        host_tvm = edgert.Bundle.open(src).target["tvm"]
+        path = _retargeted_step_bundle(src, tmp_path / "b", device="cuda", name="jetson-orin-nano",
+                                       tvm={"kind": "cuda", "arch": "sm_87", "host": host_tvm})
+        # No GPU device node, whatever this machine has: the refusal must come from the check.
+        monkeypatch.setattr(compat, "GPU_NODES", (str(tmp_path / "no-such-gpu-node"),))
+        want, says, fix = TargetMismatchError, "no NVIDIA GPU", "compile for a CPU target"
+    else:
+        other = "x86_64" if platform.machine() == "aarch64" else "aarch64"
+        path = _retargeted_step_bundle(src, tmp_path / "b", arch=other, name=f"generic-{other}")
+        want, says, fix = ArchMismatchError, f"built for {other}", "rebuild with --target host"
+    loaded = []
+    monkeypatch.setattr(tvm.runtime, "load_module", lambda *a, **k: loaded.append(a) or pytest.fail("loaded"))
+    with pytest.raises(want, match=says) as err:
+        Stream(path)
+    assert type(err.value) is want and fix in str(err.value)
+    assert loaded == []
+
+
+def test_stream_loads_only_the_bytes_it_checked(models, tmp_path):
+    # The model library swapped after Bundle.open: the stream refuses it rather than loading it.
+    from edgert.errors import BundleIntegrityError
+
+    copy = Path(shutil.copytree(models["tcn_bundle"].path, tmp_path / "b"))
+    bundle = edgert.Bundle.open(copy)
+    lib = copy / bundle.manifest["runtime"]["model"]
+    lib.write_bytes(lib.read_bytes() + b"\0")
+    with pytest.raises(BundleIntegrityError, match="modified"):
+        Stream(bundle)
+
+
 @pytest.fixture(scope="module")
 def every_case(tmp_path_factory):
     """case -> (step model path, its onnxruntime stream outputs on a random stream, the frames)."""
