@@ -11,12 +11,12 @@ import shutil
 import socket
 import subprocess
 import termios
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from noisy_line import Relay
 
 SSHD = "/usr/sbin/sshd"
 
@@ -87,42 +87,6 @@ def sshd(tmp_path_factory):
                 Path("/run/sshd").rmdir()
 
 
-class _Cable(threading.Thread):
-    """Copies bytes both ways between two pseudo-terminal masters, like a null-modem cable."""
-
-    def __init__(self, a: int, b: int):
-        super().__init__(daemon=True)
-        self.a, self.b = a, b
-        self.stop_r, self.stop_w = os.pipe()
-        for fd in (a, b):
-            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
-
-    def run(self) -> None:
-        pending = {self.a: b"", self.b: b""}  # bytes waiting to be written to each side
-        peer = {self.a: self.b, self.b: self.a}
-        while True:
-            writers = [fd for fd, data in pending.items() if data]
-            readable, writable, _ = select.select([self.a, self.b, self.stop_r], writers, [])
-            if self.stop_r in readable:
-                return
-            for fd in readable:
-                try:
-                    data = os.read(fd, 65536)
-                except BlockingIOError:
-                    continue
-                except OSError:  # the far shell is gone
-                    return
-                pending[peer[fd]] += data
-            for fd in writable:
-                with contextlib.suppress(BlockingIOError):
-                    n = os.write(fd, pending[fd])
-                    pending[fd] = pending[fd][n:]
-
-    def stop(self) -> None:
-        os.write(self.stop_w, b"x")
-        self.join(timeout=5)
-
-
 def _make_controlling_tty() -> None:
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
@@ -146,7 +110,7 @@ def serial_console(tmp_path):
             shell.kill()
             pytest.fail("the serial console's shell did not start")
     os.read(far_master, 4096)
-    cable = _Cable(near_master, far_master)
+    cable = Relay(near_master, far_master)  # a null-modem cable
     cable.start()
     try:
         yield os.ttyname(near_slave)

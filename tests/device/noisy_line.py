@@ -61,32 +61,23 @@ class _Noise:
         return self.flipped + self.dropped
 
 
-class NoisyLine(threading.Thread):
-    def __init__(self, port: str, up: float = 0.0, down: float = 0.0, seed: int = 0, drop_share: float = 0.5):
-        super().__init__(daemon=True)
-        self.up, self.down = _Noise(up, seed, drop_share), _Noise(down, seed + 1, drop_share)
-        self.far = os.open(port, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
-        tty.setraw(self.far)  # bytes pass as they are; the far shell's own tty does the line discipline
-        self.master, self._slave = os.openpty()  # the slave stays open here so the master never reads EIO
-        tty.setraw(self._slave)
-        fcntl.fcntl(self.master, fcntl.F_SETFL, fcntl.fcntl(self.master, fcntl.F_GETFL) | os.O_NONBLOCK)
-        self.path = os.ttyname(self._slave)  # what the transport opens
-        self.stop_r, self.stop_w = os.pipe()
-        self.start()
+class Relay(threading.Thread):
+    """Copies bytes both ways between two non-blocking descriptors, like a null-modem cable;
+    ``damage`` maps a descriptor to a function applied to what is read from it."""
 
-    def set_rates(self, up: float | None = None, down: float | None = None) -> None:
-        if up is not None:
-            self.up.set_rate(up)
-        if down is not None:
-            self.down.set_rate(down)
+    def __init__(self, a: int, b: int, damage: dict | None = None):
+        super().__init__(daemon=True)
+        self.a, self.b, self.damage = a, b, damage or {}
+        self.stop_r, self.stop_w = os.pipe()
+        for fd in (a, b):
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
 
     def run(self) -> None:
-        pending = {self.far: b"", self.master: b""}  # bytes waiting to be written to each side
-        noise = {self.master: self.up, self.far: self.down}  # by the side the bytes were read from
-        peer = {self.master: self.far, self.far: self.master}
+        pending = {self.a: b"", self.b: b""}  # bytes waiting to be written to each side
+        peer = {self.a: self.b, self.b: self.a}
         while True:
             writers = [fd for fd, data in pending.items() if data]
-            readable, writable, _ = select.select([self.far, self.master, self.stop_r], writers, [])
+            readable, writable, _ = select.select([self.a, self.b, self.stop_r], writers, [])
             if self.stop_r in readable:
                 return
             for fd in readable:
@@ -96,7 +87,7 @@ class NoisyLine(threading.Thread):
                     continue
                 except OSError:  # the far end is gone
                     return
-                pending[peer[fd]] += noise[fd].apply(data)
+                pending[peer[fd]] += self.damage[fd](data) if fd in self.damage else data
             for fd in writable:
                 with contextlib.suppress(BlockingIOError):
                     n = os.write(fd, pending[fd])
@@ -105,6 +96,31 @@ class NoisyLine(threading.Thread):
     def stop(self) -> None:
         os.write(self.stop_w, b"x")
         self.join(timeout=5)
-        for fd in (self.far, self.master, self._slave, self.stop_r, self.stop_w):
+        for fd in (self.stop_r, self.stop_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+class NoisyLine(Relay):
+    def __init__(self, port: str, up: float = 0.0, down: float = 0.0, seed: int = 0, drop_share: float = 0.5):
+        self.up, self.down = _Noise(up, seed, drop_share), _Noise(down, seed + 1, drop_share)
+        self.far = os.open(port, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        tty.setraw(self.far)  # bytes pass as they are; the far shell's own tty does the line discipline
+        self.master, self._slave = os.openpty()  # the slave stays open here so the master never reads EIO
+        tty.setraw(self._slave)
+        self.path = os.ttyname(self._slave)  # what the transport opens
+        # Damage by the side the bytes were read from: the transport's (up) or the device's (down).
+        super().__init__(self.master, self.far, {self.master: self.up.apply, self.far: self.down.apply})
+        self.start()
+
+    def set_rates(self, up: float | None = None, down: float | None = None) -> None:
+        if up is not None:
+            self.up.set_rate(up)
+        if down is not None:
+            self.down.set_rate(down)
+
+    def stop(self) -> None:
+        super().stop()
+        for fd in (self.far, self.master, self._slave):
             with contextlib.suppress(OSError):
                 os.close(fd)
