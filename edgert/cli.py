@@ -24,7 +24,9 @@ def _handle_errors(fn):
         except EdgertError as exc:
             if os.environ.get("EDGERT_DEBUG"):
                 raise
-            click.echo(f"error: {exc}", err=True)
+            # Control bytes quoted from a damaged file are shown escaped, not sent to the terminal.
+            text = "".join(c if c.isprintable() or c == "\n" else ascii(c)[1:-1] for c in str(exc))
+            click.echo(f"error: {text}", err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted; nothing was written", err=True)

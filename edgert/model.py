@@ -24,6 +24,7 @@ from edgert.fsutil import atomic_write_bytes, sha256_file
 # Compression history lives in metadata_props under this key (JSON list).
 HISTORY_KEY = "edgert.history"
 
+_FOUR_BIT = {21, 22, 23}  # TensorProto.UINT4, INT4, FLOAT4E2M1
 _ONNX_DTYPES = {
     1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32",
     7: "int64", 9: "bool", 10: "float16", 11: "float64", 12: "uint32", 13: "uint64",
@@ -159,7 +160,9 @@ def _load_onnx(path: Path, input_shapes: dict[str, tuple[int, ...]]) -> Model:
         raise ModelError(f"cannot read model {path}: {exc}") from None
     if not proto.graph.node and not proto.graph.output:
         raise ModelError(f"{path} is not a valid ONNX model (no graph); re-export it or check the file is complete")
+    check_structure(proto, path.name)
     _load_external_data(proto, path)
+    check_initializers(proto, path.name)
 
     initializers = {t.name for t in proto.graph.initializer}
     graph_inputs = [i for i in proto.graph.input if i.name not in initializers]
@@ -172,14 +175,20 @@ def _load_onnx(path: Path, input_shapes: dict[str, tuple[int, ...]]) -> Model:
     for inp in graph_inputs:
         _pin_input(inp, input_shapes.get(inp.name))
 
+    check_operators(proto)  # before shape inference, which fails on a domain it does not know
     try:
-        proto = onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
+        proto = onnx.shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)
     except Exception as exc:  # onnx raises assorted C++-mapped errors here
         raise ModelError(f"shape inference failed on {path.name}: {first_line(exc)}") from None
 
-    check_operators(proto)
     inputs = [_spec(i) for i in proto.graph.input if i.name not in initializers]
     outputs = [_spec(o, allow_unknown=True) for o in proto.graph.output]
+    for spec in inputs:
+        check_size(spec.name, spec.shape, spec.dtype, "input", "pin a smaller shape with --input-shape")
+    for vi in [*proto.graph.value_info, *proto.graph.output]:
+        tt = vi.type.tensor_type
+        check_size(vi.name, tuple(d.dim_value for d in tt.shape.dim if d.HasField("dim_value")),
+                   _ONNX_DTYPES.get(tt.elem_type, "float32"), "tensor", "check the shapes the model computes")
 
     import json
 
@@ -201,14 +210,163 @@ def _load_onnx(path: Path, input_shapes: dict[str, tuple[int, ...]]) -> Model:
     )
 
 
+def memory_bytes() -> int:
+    """Physical memory of this machine: no tensor of a usable model is larger."""
+    import os
+
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return 1 << 40
+
+
+def check_size(name: str, shape: tuple[int, ...], dtype: str, what: str, fix: str) -> None:
+    """Refuse a tensor larger than this machine's memory before anything allocates it."""
+    if any(d < 0 for d in shape):
+        raise ModelError(f"{what} '{name}' has a negative dimension {shape}; {fix}")
+    n = 1
+    for d in shape:
+        n *= int(d)  # Python ints: no overflow on absurd dims
+    nbytes = n * np.dtype(dtype).itemsize
+    if nbytes > memory_bytes():
+        raise ModelError(
+            f"{what} '{name}' has shape {'x'.join(map(str, shape))} ({nbytes / 2**30:.3g} GiB), more than this "
+            f"machine's {memory_bytes() / 2**30:.3g} GiB of memory; {fix}"
+        )
+
+
+_NAME_FIELDS = {"name", "input", "output", "op_type", "domain", "dim_param"}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_text(msg, where: str) -> None:
+    """Every string field is text: protobuf hands undecodable UTF-8 back as bytes, which breaks every name lookup."""
+    for fd in msg.DESCRIPTOR.fields:  # not ListFields: that would copy every tensor's raw bytes
+        if fd.type == fd.TYPE_STRING:
+            value = getattr(msg, fd.name)
+            values = value if fd.is_repeated else (value,)
+            if any(isinstance(v, bytes) for v in values):
+                raise ModelError(f"{where} holds a {type(msg).__name__}.{fd.name} that is not UTF-8 text; the file "
+                                 "is damaged: re-export it")
+            # Names end up in messages and file names: control characters there mean a damaged file.
+            if fd.name in _NAME_FIELDS and any(_CONTROL.search(v) for v in values):
+                raise ModelError(f"{where} holds a {type(msg).__name__}.{fd.name} with control characters; the file "
+                                 "is damaged: re-export it")
+        elif fd.type == fd.TYPE_MESSAGE:
+            if fd.is_repeated:
+                for v in getattr(msg, fd.name):
+                    check_text(v, where)
+            elif msg.HasField(fd.name):
+                check_text(getattr(msg, fd.name), where)
+
+
+def check_structure(proto, where: str) -> None:
+    """Opsets, outputs and node wiring: every value a node reads is produced once, with no cycle."""
+    import onnx.defs
+
+    check_text(proto, where)
+    g = proto.graph
+    newest = onnx.defs.onnx_opset_version()
+    versions: dict[str, int] = {}
+    for o in proto.opset_import:
+        domain = "" if o.domain == "ai.onnx" else o.domain
+        if domain in versions:
+            raise ModelError(f"{where} imports the opset of domain '{domain or 'ai.onnx'}' twice; re-export the model")
+        versions[domain] = o.version
+    uses_default = any(n.domain in ("", "ai.onnx") for n in g.node)
+    if uses_default and not 1 <= versions.get("", 0) <= newest:
+        got = versions.get("")
+        raise ModelError(
+            f"{where} declares ONNX opset {'none' if got is None else got}; the installed onnx knows opsets 1 to "
+            f"{newest}: re-export the model with one of them (e.g. torch.onnx.export(..., opset_version=17))"
+        )
+    if not g.output:
+        raise ModelError(f"{where} has no graph outputs; re-export the model with its outputs")
+    produced: dict[str, int] = {i.name: -1 for i in g.input}
+    produced.update({t.name: -1 for t in g.initializer})
+    for k, n in enumerate(g.node):
+        for out in n.output:
+            if out and out in produced:
+                raise ModelError(f"value '{out}' of {where} is produced twice (node {n.name or k}); re-export the model")
+            if out:
+                produced[out] = k
+    for k, n in enumerate(g.node):
+        for inp in n.input:
+            if inp and inp not in produced:
+                raise ModelError(
+                    f"node {n.name or k} ({n.op_type}) of {where} reads '{inp}', which no input, initializer or node "
+                    "produces; re-export the model"
+                )
+    for o in g.output:
+        if o.name not in produced:
+            raise ModelError(f"graph output '{o.name}' of {where} is produced by nothing; re-export the model")
+    # Kahn's algorithm over node -> node edges: what is left unsorted lies on a cycle.
+    readers: dict[int, list[int]] = {}
+    waiting = [0] * len(g.node)
+    for k, n in enumerate(g.node):
+        for src in {produced[i] for i in n.input if i and produced[i] >= 0}:
+            readers.setdefault(src, []).append(k)
+            waiting[k] += 1
+    ready = [k for k, w in enumerate(waiting) if w == 0]
+    done = 0
+    while ready:
+        k = ready.pop()
+        done += 1
+        for r in readers.get(k, ()):
+            waiting[r] -= 1
+            if waiting[r] == 0:
+                ready.append(r)
+    if done < len(g.node):
+        stuck = [g.node[k].name or f"#{k}" for k, w in enumerate(waiting) if w > 0]
+        raise ModelError(f"{where} has a cycle through node(s) {', '.join(stuck[:5])}; re-export the model")
+
+
+def check_initializers(proto, where: str) -> None:
+    """Each initializer holds exactly the bytes its dims promise (checked without building the array)."""
+    from onnx import TensorProto, helper
+
+    fields = ("float_data", "int32_data", "int64_data", "double_data", "uint64_data", "string_data")
+    for t in proto.graph.initializer:
+        if any(d < 0 for d in t.dims):
+            raise ModelError(f"initializer '{t.name}' of {where} has a negative dimension {list(t.dims)}; re-export the model")
+        n = 1
+        for d in t.dims:
+            n *= int(d)
+        if t.data_type in (TensorProto.UNDEFINED, TensorProto.STRING) or t.data_type not in helper.get_all_tensor_dtypes():
+            raise ModelError(f"initializer '{t.name}' of {where} has element type {t.data_type}, which edgert "
+                             "cannot use; re-export the model")
+        itemsize = np.dtype(helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize
+        if t.HasField("raw_data"):
+            # Sub-byte types (int4, float4) pack two values a byte.
+            bits = 4 if t.data_type in _FOUR_BIT else itemsize * 8
+            want = (n * bits + 7) // 8
+            got = len(t.raw_data)
+        else:
+            held = [len(getattr(t, f)) for f in fields if len(getattr(t, f))]
+            got, want = (held[0] if held else 0), n
+            if t.data_type in (TensorProto.COMPLEX64, TensorProto.COMPLEX128):
+                want = 2 * n
+            elif t.data_type in _FOUR_BIT:
+                want = (n + 1) // 2
+        if got != want:
+            raise ModelError(
+                f"initializer '{t.name}' of {where} holds {got} {'bytes' if t.HasField('raw_data') else 'values'} "
+                f"but its shape {'x'.join(map(str, t.dims)) or 'scalar'} needs {want}; the file is damaged: re-export it"
+            )
+
+
 def _load_external_data(proto, path: Path) -> None:
     """Load external tensors, refusing locations that escape the model's folder."""
     from onnx.external_data_helper import load_external_data_for_model, uses_external_data
 
     base = path.resolve().parent
+    check_text(proto, path.name)
     external = [t for t in _all_tensors(proto) if uses_external_data(t)]
     for t in external:
         loc = next((e.value for e in t.external_data if e.key == "location"), "")
+        if "\0" in loc:
+            raise ModelError(f"tensor '{t.name}' names its external data file with a NUL byte; the file is damaged: "
+                             "re-export the model")
         target = (base / loc).resolve()
         if not loc or Path(loc).is_absolute() or not target.is_relative_to(base):
             raise ModelError(
@@ -218,6 +376,18 @@ def _load_external_data(proto, path: Path) -> None:
         if not target.is_file():
             raise ModelError(
                 f"external data file '{loc}' for tensor '{t.name}' is missing; copy it next to {path.name}"
+            )
+        # Checked before reading: a corrupt length would otherwise make the reader allocate it.
+        info = {e.key: e.value for e in t.external_data}
+        try:
+            offset, length = int(info.get("offset") or 0), int(info.get("length") or -1)
+        except ValueError:
+            offset, length = -1, -1
+        size = target.stat().st_size
+        if offset < 0 or offset > size or (length != -1 and (length < 0 or offset + length > size)):
+            raise ModelError(
+                f"tensor '{t.name}' reads bytes {info.get('offset', 0)}..+{info.get('length', 'end')} of '{loc}', "
+                f"which holds {size} bytes; the external data file does not belong to this model: re-export both"
             )
     if external:
         try:

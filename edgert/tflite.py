@@ -99,7 +99,8 @@ def _check(fb, size: int) -> str | None:
             tensor = sg.Tensors(t)
             if tensor.Name() is None:  # TVM's frontend looks tensors up by name
                 return f"tensor {t} has no name"
-            tensor.Name().decode()
+            if any(c < 32 or c == 127 for c in tensor.Name().decode().encode()):
+                return f"tensor {t} has a name with control characters"  # names reach messages and file names
             _ints(tensor.ShapeLength(), tensor.Shape)
             _ints(tensor.ShapeSignatureLength(), tensor.ShapeSignature)
             if not 0 <= tensor.Buffer() < max(n_buffers, 1) or not 0 <= tensor.Type() <= 18:

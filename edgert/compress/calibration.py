@@ -59,11 +59,7 @@ def load_calibration(data: Any, model) -> Calibration:
     if path.suffix.lower() == ".npz":
         if not path.is_file():
             raise CalibrationError(f"calibration file not found: {path}")
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                arrays = {k: npz[k] for k in npz.files}
-        except (OSError, ValueError) as exc:
-            raise CalibrationError(f"cannot read {path} as .npz ({exc}); save it with numpy.savez") from None
+        arrays = _read_npz(path)
         return _from_arrays(arrays, model, str(path))
     from edgert.zoo import registry
 
@@ -77,6 +73,26 @@ def load_calibration(data: Any, model) -> Calibration:
         f"--calib '{text}' is not an .npz file, an image folder or a zoo model name "
         "(see 'edgert zoo list'); give one array per model input with samples along axis 0"
     )
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of an .npz, each member's header checked first (a damaged one must not allocate what it claims)."""
+    import zipfile
+
+    from edgert.errors import InputError
+    from edgert.runtime.inputs import npy_header
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            for info in z.infolist():
+                with z.open(info) as f:
+                    npy_header(f, info.file_size, f"{path}:{info.filename}")
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except InputError as exc:
+        raise CalibrationError(f"calibration data {exc}") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise CalibrationError(f"cannot read {path} as .npz ({exc}); save it with numpy.savez") from None
 
 
 def _from_arrays(arrays: dict[str, np.ndarray], model, source: str) -> Calibration:
@@ -268,9 +284,29 @@ def intermediate_session(proto, tensors: list[str]):
 
         raise CalibrationError(f"onnxruntime cannot load the model for calibration: {first_line(exc)}") from None
     names = list(tensors)
+    state = ort.capi.onnxruntime_pybind11_state
+    # onnxruntime's run errors derive from Exception only; these are the ones a model that loads can raise.
+    run_errors = tuple(getattr(state, n) for n in ("Fail", "InvalidArgument", "RuntimeException", "NotImplemented",
+                                                   "InvalidGraph", "EPFail") if hasattr(state, n))
 
     def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return dict(zip(names, sess.run(names, feeds), strict=True))
+        if not names:
+            return {}  # onnxruntime reads an empty list as "every output"
+        try:
+            out = dict(zip(names, sess.run(names, feeds), strict=True))
+        except run_errors as exc:
+            from edgert.errors import first_line
+
+            raise CalibrationError(f"onnxruntime cannot run the model on the calibration data: {first_line(exc)}; "
+                                   "check the model with onnx.checker and its input shapes") from None
+        for name, value in out.items():
+            # Statistics, Cholesky and SVD of NaN/Inf fail deep inside NumPy: say where they come from.
+            if value.dtype.kind == "f" and not np.isfinite(value).all():
+                raise CalibrationError(
+                    f"the model computes NaN or infinite values in '{name}' on the calibration data; check the "
+                    "model's weights and attributes (e.g. a BatchNormalization epsilon <= 0) and the data's range"
+                )
+        return out
 
     return run
 

@@ -96,14 +96,11 @@ def run_host(config: HostRunConfig) -> HostRunResult:
 
 
 def _load_npy(path: Path, spec: TensorSpec) -> np.ndarray:
-    from edgert.runtime.inputs import conform
+    from edgert.runtime.inputs import conform, read_npy
 
     if not path.is_file():
         raise InputError(f"input file not found: {path}")
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise InputError(f"cannot read {path} as .npy: {exc}; save it with numpy.save") from None
+    arr = read_npy(path, spec)
     if any(d < 0 for d in spec.shape):
         spec = TensorSpec(spec.name, tuple(arr.shape), spec.dtype) if len(arr.shape) == len(spec.shape) else spec
     return conform(arr, spec, str(path))
