@@ -8,6 +8,7 @@ once at load, so operators see their weights as constants and can repack them
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,13 +23,27 @@ class UnsupportedHostOperatorError(UnsupportedOperatorError):
     """The model uses operators (or opsets) the host executor has no implementation for."""
 
 
+CODEGEN_MODES = ("auto", "always", "never")
+# codegen="auto": the run that compiles a model's whole-graph function (one-off runs never pay numba's compile) ...
+AUTO_COMPILE_RUN = 3
+# ... for models up to this many multiply-adds: above it the work per node dwarfs the interpreter's overhead,
+# and the interpreter splits each large kernel over threads (the generated function runs on one thread).
+AUTO_MAX_MACS = 20_000_000
+_MAX_PLANS = 8  # input signatures compiled per executor
+
+
 @dataclass(frozen=True)
 class HostOptions:
     """threads: threads per run (edgert.host.parallel), None = all cores.
-    sparse_threshold: min weight sparsity for the CSR kernels (above 1: never; None: measured defaults)."""
+    sparse_threshold: min weight sparsity for the CSR kernels (above 1: never; None: measured defaults).
+    codegen: run the model as one generated numba function (edgert.host.codegen) per input signature:
+    "auto" from the AUTO_COMPILE_RUN-th run with the same shapes, for models where it can lower every node
+    and of at most AUTO_MAX_MACS multiply-adds; "always" from the first run (an error when a node
+    cannot be lowered); "never" (the per-node interpreter only)."""
 
     threads: int | None = None
     sparse_threshold: float | None = None  # None: measured defaults (sparse.SPARSE_THRESHOLD, MATVEC_SPARSE_THRESHOLD)
+    codegen: str = "auto"
 
 
 @dataclass
@@ -93,6 +108,32 @@ def _attr_value(a) -> Any:
     return v
 
 
+# Operators whose output shape is read from an input (index): checked before they allocate.
+_SHAPE_ARG = {"ConstantOfShape": 0, "Expand": 1}
+
+
+# What an operator raises on a malformed node or mismatched shapes (e.g. group=0 divides by zero).
+_NODE_ERRORS = (ValueError, IndexError, TypeError, KeyError, OverflowError, ZeroDivisionError)
+
+
+def _node_error(ctx: NodeContext, exc: BaseException) -> ModelError:
+    return ModelError(f"{ctx.op_type} node '{ctx.name}' failed on the host executor: {exc}; check the model "
+                      "with onnx.checker and its input shapes")
+
+
+def _check_proto(proto) -> None:
+    """The load-time checks of edgert.model (wiring, opset, initializer sizes, declared input sizes)."""
+    from edgert.model import _ONNX_DTYPES, check_initializers, check_size, check_structure
+
+    where = proto.graph.name or "the model"
+    check_structure(proto, where)
+    check_initializers(proto, where)
+    for i in proto.graph.input:
+        tt = i.type.tensor_type
+        dims = tuple(d.dim_value for d in tt.shape.dim if d.HasField("dim_value"))
+        check_size(i.name, dims, _ONNX_DTYPES.get(tt.elem_type, "float32"), "input", "re-export it with a smaller shape")
+
+
 def _load_proto(model_or_path: Any):
     import onnx
 
@@ -129,6 +170,7 @@ class HostExecutor:
         if threads is not None and self.options.threads != threads:
             raise ValueError("give threads either directly or in options, not both")
         proto = _load_proto(model_or_path)
+        _check_proto(proto)
         graph = proto.graph
         self.opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 1)
         self.consts: dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
@@ -140,6 +182,10 @@ class HostExecutor:
         nodes = self._toposort(graph)
         self._check_supported(nodes)
         self._set_threads()
+        if self.options.codegen not in CODEGEN_MODES:
+            raise ValueError(f"codegen must be one of {', '.join(CODEGEN_MODES)}, not {self.options.codegen!r}")
+        self._plans: dict[Any, Any] = {}  # input signature -> CompiledPlan, None (not lowerable) or runs so far
+        self.codegen_skipped: str | None = None  # why the last attempt to generate code fell back to the interpreter
         self.steps: list[_Step] = []
         for i, node in enumerate(nodes):
             impl = registry.lookup(node.op_type, self.opset)
@@ -151,7 +197,10 @@ class HostExecutor:
                 options=self.options, threads=self.threads,
             )
             if impl.prepare is not None:
-                impl.prepare(ctx)
+                try:
+                    impl.prepare(ctx)
+                except _NODE_ERRORS as exc:  # a malformed node (bad attribute, weight shape) fails to repack
+                    raise _node_error(ctx, exc) from exc
             if all(n == "" or n in self.consts for n in node.input):
                 # Folded once at load (every registered operator is deterministic): a constant for later nodes.
                 outs = self._call(impl, ctx, [self.consts.get(n) if n else None for n in node.input])
@@ -230,20 +279,48 @@ class HostExecutor:
         if self.options.threads is not None and self.options.threads < 1:
             raise ValueError(f"threads must be 1 or more, not {self.options.threads}")
         self.threads = self.options.threads or len(os.sched_getaffinity(0))
+        self._blas_libs()
+
+    def _blas_libs(self) -> None:
+        """The BLAS libraries loaded now (numba's products load scipy's: call again after generating code)."""
         try:
             from threadpoolctl import ThreadpoolController
         except ImportError:
-            self._blas = None
+            self._blas = []
         else:
-            self._blas = ThreadpoolController()
+            self._blas = ThreadpoolController().select(user_api="blas").lib_controllers
+
+    @contextmanager
+    def _one_blas_thread(self):
+        """One BLAS thread during the run: see edgert/host/parallel.py for why and how products still scale.
+        (threadpoolctl's own limit() costs ~35 us a call, more than a whole small model's run.)"""
+        old = [lib.get_num_threads() for lib in self._blas]
+        for lib, n in zip(self._blas, old, strict=True):
+            if n != 1:
+                lib.set_num_threads(1)
+        try:
+            yield
+        finally:
+            for lib, n in zip(self._blas, old, strict=True):
+                if n != 1:
+                    lib.set_num_threads(n)
 
     @staticmethod
     def _call(impl: registry.OpImpl, ctx: NodeContext, args: list) -> tuple:
+        if ctx.op_type in _SHAPE_ARG and len(args) > _SHAPE_ARG[ctx.op_type] and args[_SHAPE_ARG[ctx.op_type]] is not None:
+            # The output's shape is data: refuse an absurd one before NumPy tries to allocate it.
+            from edgert.model import check_size
+
+            dims = tuple(max(int(d), 0) for d in np.asarray(args[_SHAPE_ARG[ctx.op_type]]).reshape(-1)[:64])
+            check_size(ctx.name, dims, "float32", f"the output of {ctx.op_type} node",
+                       "check the shape the model gives it")
         try:
             out = impl.fn(ctx, *args)
-        except (ValueError, IndexError, TypeError, KeyError) as exc:
-            raise ModelError(f"{ctx.op_type} node '{ctx.name}' failed on the host executor: {exc}; check the model "
-                             "with onnx.checker and its input shapes") from exc
+        except _NODE_ERRORS as exc:
+            raise _node_error(ctx, exc) from exc
+        except MemoryError:
+            raise ModelError(f"{ctx.op_type} node '{ctx.name}' needs more memory than this process may use; check "
+                             "the model's shapes, or give it smaller inputs") from None
         return out if isinstance(out, tuple) else (out,)
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -253,21 +330,70 @@ class HostExecutor:
         unknown = sorted(set(feeds) - set(self.input_names))
         if unknown:
             raise InputError(f"unknown input(s) {', '.join(unknown)}; the model's inputs are {', '.join(self.input_names)}")
-        values: dict[str, Any] = dict(self.consts)
-        values.update({k: np.asarray(v) for k, v in feeds.items()})
-        if self._blas is not None:
-            # One BLAS thread during the run: see edgert/host/parallel.py for why and how products still scale.
-            with self._blas.limit(limits=1, user_api="blas"):
-                return self._run(values)
-        return self._run(values)
+        feeds = {k: np.asarray(v) for k, v in feeds.items()}
+        plan = self._plan(feeds) if self.options.codegen != "never" else None
+        with self._one_blas_thread():
+            if plan is not None:
+                return plan({k: np.ascontiguousarray(v) for k, v in feeds.items()})
+            values: dict[str, Any] = dict(self.consts)
+            values.update(feeds)
+            return self._run(values)
 
-    def _run(self, values: dict[str, Any]) -> dict[str, np.ndarray]:
+    def compiled_plan(self, feeds: dict[str, np.ndarray]):
+        """The generated whole-graph function runs with feeds of these shapes use, or None (interpreted)."""
+        from edgert.host.codegen.plan import CompiledPlan, signature
+
+        plan = self._plans.get(signature({k: np.asarray(v) for k, v in feeds.items()}, self.input_names))
+        return plan if isinstance(plan, CompiledPlan) else None
+
+    def _plan(self, feeds: dict[str, np.ndarray]):
+        """The CompiledPlan for these feeds' shapes, generating it on the run codegen asks for; else None."""
+        from edgert.host.codegen import plan as codegen
+
+        sig = codegen.signature(feeds, self.input_names)
+        state = self._plans.get(sig, 0)
+        if not isinstance(state, int):
+            return state
+        if sig not in self._plans and len(self._plans) >= _MAX_PLANS:
+            return None  # shapes keep changing: interpret rather than compile for each
+        auto = self.options.codegen == "auto"
+        if auto and state + 1 < AUTO_COMPILE_RUN:
+            self._plans[sig] = state + 1
+            return None
+        self._plans[sig] = None
+        with self._one_blas_thread():
+            values = codegen.trace(self, feeds)
+        if auto and codegen.multiply_adds(self, values) > AUTO_MAX_MACS:
+            self.codegen_skipped = f"more than {AUTO_MAX_MACS} multiply-adds"
+            return None
+        try:
+            self._plans[sig] = codegen.build(self, {k: np.ascontiguousarray(v) for k, v in feeds.items()}, values)
+        except codegen.NotLowerable as exc:
+            self.codegen_skipped = str(exc)
+            if not auto:
+                raise UnsupportedHostOperatorError(f"the model cannot run as one generated function: {exc}; "
+                                                   "use HostOptions(codegen='auto') to interpret it") from None
+            return None
+        except codegen.compile_errors() as exc:
+            if not auto:
+                raise
+            # A lowering numba rejects is an edgert bug; the interpreter still gives the right answer.
+            import warnings
+
+            self.codegen_skipped = f"numba could not compile the generated function: {' '.join(str(exc).split())[:300]}"
+            warnings.warn(f"edgert host executor: {self.codegen_skipped}; interpreting the model", RuntimeWarning, stacklevel=3)
+            return None
+        self._blas_libs()
+        return self._plans[sig]
+
+    def _run(self, values: dict[str, Any], keep: bool = False) -> dict[str, np.ndarray]:
+        """Interpret the steps; ``keep``: return every value (for code generation) instead of the outputs."""
         for step in self.steps:
             ctx = step.ctx
             outs = self._call(step.impl, ctx, [values[n] if n else None for n in ctx.inputs])
             for name, val in zip(ctx.outputs, outs, strict=False):
                 if name:
                     values[name] = val
-            for name in step.free:
+            for name in () if keep else step.free:
                 del values[name]
-        return {n: np.asarray(values[n]) for n in self.output_names}
+        return values if keep else {n: np.asarray(values[n]) for n in self.output_names}

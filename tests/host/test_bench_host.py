@@ -38,6 +38,7 @@ def test_model_and_pruned_layer_cells(bench, tmp_path):
     _timed(ort)
     _timed(host)
     assert host["threads"] == 1
+    assert host["generated"] and host["generate_s"] > 0  # digits_cnn: every node lowers, codegen="auto" switched
 
     layer = str(bench.pruned_layer(tmp_path / "l.onnx", "Conv", (32, 32, 1, 1), (1, 32, 8, 8), 0.9))
     sparse = bench.run_isolated({"kind": "host", "onnx": layer, "threads": 1, "budget": budget, "sparse_threshold": 0.0}, 1, 120)
@@ -53,6 +54,7 @@ def test_model_and_pruned_layer_cells(bench, tmp_path):
                           "speedup": dense["median_ms"] / sparse["median_ms"]}]}
     table = bench.render(report)
     assert f"| digits_cnn | {bench.br.fmt_ms(ort['median_ms'])} | {bench.br.fmt_ms(host['median_ms'])} |" in table
+    assert f"| generated ({host['generate_s']:.2g} s first) |" in table
     assert "| l | 90% |" in table
 
 
