@@ -298,10 +298,14 @@ def _stream_and_report(bundle, dev, frames_file: Path, output_dir: Path | None, 
 
     from edgert.errors import InputError
     from edgert.runtime import session
+    from edgert.runtime.inputs import npy_header
 
     try:
-        frames = np.load(frames_file)
-    except (OSError, ValueError) as exc:
+        # The header first (size against the file, no object dtype), as for every other input.
+        with open(frames_file, "rb") as f:
+            npy_header(f, frames_file.stat().st_size, str(frames_file))
+        frames = np.load(frames_file, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
         raise InputError(f"cannot read frames from {frames_file}: {exc}; save them with numpy.save") from None
     result = session.run_stream_on_device(bundle, dev, frames, timeout=timeout)
     info = bundle.stream

@@ -155,6 +155,28 @@ def test_cli_run_stream(models, tmp_path):
     assert got.shape == (17, 1, 6) and max(close(g, r) for g, r in zip(got, ref, strict=True)) <= RTOL
 
 
+@pytest.mark.parametrize("damage", ["pickled", "truncated", "huge_header"])
+def test_cli_run_stream_checks_the_frames_file_before_loading(models, tmp_path, damage):
+    """One error line, and no allocation of what a header claims (2**40 frames would be 32 TiB)."""
+    from numpy.lib import format as npy
+
+    from edgert.cli import main
+
+    path = tmp_path / "frames.npy"
+    if damage == "pickled":
+        np.save(path, np.array([object()] * 3, dtype=object), allow_pickle=True)
+    elif damage == "truncated":
+        np.save(path, frames([8], n=80, seed=7))
+        path.write_bytes(path.read_bytes()[:-100])
+    else:
+        with open(path, "wb") as f:
+            npy.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (2**40, 8)})
+            f.write(b"\0" * 64)
+    res = CliRunner().invoke(main, ["run", str(models["tcn_bundle"].path), "--stream", str(path)])
+    assert res.exit_code == InputError.exit_code, res.output
+    assert str(path) in res.output and len(res.output.strip().splitlines()) == 1, res.output
+
+
 def test_cli_continual_writes_step_model(tmp_path):
     from edgert.cli import main
 
