@@ -126,7 +126,9 @@ def load(source: str) -> Any:
     module = sys.modules.get(name)
     if module is None:
         path = cache_dir("host-codegen") / f"{name}.py"
-        if not path.is_file():
+        # The name is the source's hash: a file that no longer holds that source (damaged or
+        # edited in the cache) is written again rather than imported.
+        if not path.is_file() or path.read_text(errors="replace") != source:
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
             tmp.write_text(source)
             os.replace(tmp, path)  # atomic: a concurrent process sees the whole file or none

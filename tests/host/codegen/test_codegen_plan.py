@@ -114,6 +114,25 @@ def test_generated_source_is_written_once_and_shared_by_hash(tmp_path, monkeypat
     assert [p.name for p in path.parent.glob("*.py")] == [path.name]
 
 
+def test_a_cached_source_that_was_changed_is_written_again_not_imported(tmp_path, monkeypatch):
+    import sys
+
+    from edgert.host import HostExecutor, HostOptions
+
+    monkeypatch.setenv("EDGERT_CACHE_DIR", str(tmp_path))
+    model = _small_cnn(batch=1, width=13)  # shapes no other test uses
+    x = {"x": RNG.standard_normal((1, 2, 5, 13)).astype(np.float32)}
+    first = HostExecutor(model, options=HostOptions(codegen="always"))
+    ref = first.run(x)["y"]
+    path = first.compiled_plan(x).path
+    good = path.read_text()
+    path.write_text("raise RuntimeError('edited in the cache')\n")
+    sys.modules.pop(path.stem, None)  # as a new process would see it
+    second = HostExecutor(model, options=HostOptions(codegen="always"))
+    _close(second.run(x)["y"], ref)
+    assert path.read_text() == good
+
+
 def test_a_function_numba_rejects_falls_back_to_the_interpreter_in_auto(monkeypatch, tmp_path):
     from numba.core.errors import NumbaError
 
