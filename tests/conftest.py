@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 DATA = Path(__file__).parent / "data"
+TOOLS = Path(__file__).resolve().parents[1] / "tools"
 
 
 @pytest.fixture(scope="session")
@@ -15,6 +16,28 @@ def qemu():
     """qemu-user and the aarch64 sysroot are installed by 'make install'; their absence is a failure."""
     if not shutil.which("qemu-aarch64-static") or not Path("/usr/aarch64-linux-gnu/lib").is_dir():
         pytest.fail("qemu-aarch64-static and the aarch64 sysroot are required; run 'make install' as root")
+
+
+@pytest.fixture(scope="session")
+def tool():
+    """tool(name) -> the module tools/<name>.py, loaded once per session (the tools are scripts, not a package)."""
+    import importlib.util
+    import sys
+
+    loaded = {}
+
+    def get(name: str):
+        if name not in loaded:
+            spec = importlib.util.spec_from_file_location(name, TOOLS / f"{name}.py")
+            mod = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = mod  # dataclasses look their module up while the file executes
+            spec.loader.exec_module(mod)
+            loaded[name] = mod
+        return loaded[name]
+
+    yield get
+    for name in loaded:
+        sys.modules.pop(name, None)
 
 
 @pytest.fixture(scope="session")

@@ -7,9 +7,7 @@ and prints its counts (``pytest -s``). NaN/Inf inputs are refused, not warned ab
 """
 from __future__ import annotations
 
-import importlib.util
 import io
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +17,6 @@ from edgert.errors import InputError
 from edgert.model import TensorSpec
 from edgert.runtime.inputs import conform, load_input
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "fuzz_models.py"
 SPEC = TensorSpec("input", (1, 3, 8, 8), "float32")
 IMAGE = {"layout": "NCHW", "color": "RGB", "size": [8, 8], "scale": 1 / 255, "mean": [0.0] * 3, "std": [1.0] * 3}
 
@@ -120,13 +117,8 @@ def test_images(fz, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def fz():
-    spec = importlib.util.spec_from_file_location("fuzz_models", TOOL)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(mod)
-    yield mod
-    sys.modules.pop(spec.name, None)
+def fz(tool):
+    return tool("fuzz_models")
 
 
 def test_fuzz_inputs(fz, tmp_path, tiny_bundle):

@@ -8,27 +8,18 @@ crash or hang and prints its counts (``pytest -s``).
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "fuzz_models.py"
 HUGE = 1 << 40
 
 
 @pytest.fixture(scope="module")
-def fz():
-    spec = importlib.util.spec_from_file_location("fuzz_models", TOOL)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(mod)
-    yield mod
-    sys.modules.pop(spec.name, None)
+def fz(tool):
+    return tool("fuzz_models")
 
 
 @pytest.fixture(scope="module")

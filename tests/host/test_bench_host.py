@@ -1,25 +1,15 @@
 """Smoke test of tools/bench_host.py: real, finite timings from its worker processes, and the table they render into."""
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from dataclasses import asdict
-from pathlib import Path
 
 import pytest
 
-TOOL = Path(__file__).resolve().parents[2] / "tools" / "bench_host.py"
-
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_host", TOOL)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    yield mod
-    sys.modules.pop(spec.name, None)
+def bench(tool):
+    return tool("bench_host")
 
 
 def _timed(cell):
