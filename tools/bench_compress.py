@@ -127,18 +127,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def render(report: dict[str, Any]) -> str:
     host, settings = report["host"], report["settings"]
-    v = host["versions"]
     lines = [
-        f"Measured {host['date']} on {host['cpu']} ({host['cores']} cores), TVM {v.get('apache-tvm')}, "
-        f"edgert {v.get('edgert')}; edgert schedules '{settings['variant']}', compression target "
-        f"{settings['keep']:.0%} of the MACs" + (" — --quick (smoke run, few repeats)" if settings["quick"] else "") + ".",
+        br.measured_line(host, [("TVM", "apache-tvm"), ("edgert", "edgert")], settings["quick"],
+                         f"edgert schedules '{settings['variant']}', compression target {settings['keep']:.0%} of the MACs"),
         "Median ms per inference of batch 1 (host bundles). Speed-up: the float bundle's time over the compressed one's. "
         "MACs: kept fraction. Accuracy: zoo validation split (onnxruntime on the compressed ONNX), no fine-tuning.",
         "",
     ]
     for threads in settings["threads"]:
         rows = [r for r in report["results"] if r["threads"] == threads]
-        lines += [f"### {threads} thread{'s' if threads > 1 else ''}", ""]
+        lines += [f"### {br.threads_text(threads)}", ""]
         lines += ["| model | float ms | pruned ms | speed-up | MACs | lowrank ms | speed-up | MACs | accuracy float / pruned / lowrank |",
                   "|---" * 9 + "|"]
         for r in rows:

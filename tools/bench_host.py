@@ -226,16 +226,14 @@ def _code(cell: dict[str, Any]) -> str:
 
 
 def render(report: dict[str, Any]) -> str:
-    v = report["host"]["versions"]
-    lines = [f"Measured {report['host']['date']} on {report['host']['cpu']} ({report['host']['cores']} cores), onnxruntime "
-             f"{v.get('onnxruntime')}, numpy {v.get('numpy')}, edgert {v.get('edgert')}"
-             + (" — --quick (smoke run, few repeats)" if report["settings"]["quick"] else "") + ".",
+    lines = [br.measured_line(report["host"], [("onnxruntime", "onnxruntime"), ("numpy", "numpy"), ("edgert", "edgert")],
+                              report["settings"]["quick"]),
              "Median ms per inference of batch 1; ratio = host executor / onnxruntime (above 1: slower).", ""]
     notes: list[str] = []
     for threads in report["settings"]["threads"]:
         rows = [r for r in report["models"] if r["threads"] == threads]
         if rows:
-            lines += [f"### Models, {threads} thread{'s' if threads > 1 else ''}", "",
+            lines += [f"### Models, {br.threads_text(threads)}", "",
                       "| model | onnxruntime ms | host executor ms | host / onnxruntime | host code |", "|---|---|---|---|---|"]
             for r in rows:
                 if r["ort"].get("na"):
@@ -247,7 +245,7 @@ def render(report: dict[str, Any]) -> str:
             lines.append("")
         rows = [r for r in report["sparse"] if r["threads"] == threads]
         if rows:
-            lines += [f"### Pruned layer, sparse (CSR, Numba) vs dense (BLAS), {threads} thread{'s' if threads > 1 else ''}", "",
+            lines += [f"### Pruned layer, sparse (CSR, Numba) vs dense (BLAS), {br.threads_text(threads)}", "",
                       "| layer | sparsity | onnxruntime ms | host dense ms | host sparse ms | dense / sparse |",
                       "|---|---|---|---|---|---|"]
             for r in rows:

@@ -161,19 +161,17 @@ def _ms(cell: dict[str, Any]) -> float | None:
 
 def render(report: dict[str, Any]) -> str:
     host, settings = report["host"], report["settings"]
-    v = host["versions"]
     lines = [
-        f"Measured {host['date']} on {host['cpu']} ({host['cores']} cores), onnxruntime {v.get('onnxruntime')}, "
-        f"TVM {v.get('apache-tvm')}, edgert {v.get('edgert')}; quantised by {settings.get('quantizer', 'ort')}, "
-        f"{settings['activations']} activations, "
-        f"edgert schedules '{settings['variant']}'" + (" — --quick (smoke run, few repeats)" if settings["quick"] else "") + ".",
+        br.measured_line(host, [("onnxruntime", "onnxruntime"), ("TVM", "apache-tvm"), ("edgert", "edgert")], settings["quick"],
+                         f"quantised by {settings.get('quantizer', 'ort')}, {settings['activations']} activations, "
+                         f"edgert schedules '{settings['variant']}'"),
         "Median ms per inference of batch 1. int8/float: the int8 bundle's speed-up over the float bundle; "
         "int8/ORT int8: its time over onnxruntime's on the same QDQ model (below 1: faster). Sizes: lib/model.so.",
         "",
     ]
     for threads in settings["threads"]:
         rows = [r for r in report["results"] if r["threads"] == threads]
-        lines += [f"### {threads} thread{'s' if threads > 1 else ''}", ""]
+        lines += [f"### {br.threads_text(threads)}", ""]
         lines += ["| model | " + " | ".join(HEADERS[c] for c in COLUMNS)
                   + " | int8 speed-up over float | int8 / ORT int8 | model.so float KB | int8 KB | size ratio |",
                   "|---" * (len(COLUMNS) + 6) + "|"]

@@ -391,6 +391,18 @@ def fmt_ms(x: float) -> str:
     return f"{x:.3g}"
 
 
+def threads_text(n: int) -> str:
+    return f"{n} thread{'s' if n > 1 else ''}"
+
+
+def measured_line(host: dict[str, Any], packages: list[tuple[str, str]], quick: bool, detail: str = "") -> str:
+    """The first line of every benchmark report: date, CPU, ``(label, package)`` versions, settings."""
+    v = host["versions"]
+    return (f"Measured {host['date']} on {host['cpu']} ({host['cores']} cores), "
+            + ", ".join(f"{label} {v.get(name)}" for label, name in packages)
+            + (f"; {detail}" if detail else "") + (" — --quick (smoke run, few repeats)" if quick else "") + ".")
+
+
 def fmt_ratio(r: float) -> str:
     if r >= 100:
         return f"{r:.0f}x"
@@ -550,11 +562,9 @@ def render(report: dict[str, Any]) -> str:
             notes.append(text)
         return f"[{notes.index(text) + 1}]"
 
-    v = host["versions"]
     lines = [
-        f"Measured {host['date']} on {host['cpu']} ({host['cores']} cores), onnxruntime {v.get('onnxruntime')}, "
-        f"ai-edge-litert {v.get('ai-edge-litert')}, TVM {v.get('apache-tvm')}, edgert {v.get('edgert')}"
-        + (" — --quick (smoke run, few repeats)" if settings["quick"] else "") + ".",
+        measured_line(host, [("onnxruntime", "onnxruntime"), ("ai-edge-litert", "ai-edge-litert"), ("TVM", "apache-tvm"),
+                             ("edgert", "edgert")], settings["quick"]),
         "Median ms per inference of batch 1, in brackets the ratio to onnxruntime (above 1: slower). N threads = "
         "onnxruntime intra_op N / inter_op 1 with all graph optimisations; LiteRT num_threads N (XNNPACK); "
         "edgert TVM_NUM_THREADS N. Each cell is a fresh process.",
@@ -564,7 +574,7 @@ def render(report: dict[str, Any]) -> str:
         rows = [r for r in report["results"] if r["threads"] == threads]
         models = list(dict.fromkeys(r["model"] for r in rows))
         by = {(r["model"], r["column"]): r for r in rows}
-        lines += [f"### {threads} thread{'s' if threads > 1 else ''}", ""]
+        lines += [f"### {threads_text(threads)}", ""]
         lines += ["| model | " + " | ".join(HEADERS[c] for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
         for m in models:
             cells = []
@@ -587,7 +597,7 @@ def render(report: dict[str, Any]) -> str:
                 med.append(fmt_ratio(s["median_ratio"]) + (f" ({s['n']} of {s['of']})" if s["n"] != s["of"] else ""))
         lines += ["| **median ratio** | " + " | ".join(med) + " |", ""]
         # p90 next to the medians, for the tail; same layout without ratios.
-        lines += [f"p90 ms, {threads} thread{'s' if threads > 1 else ''}:", ""]
+        lines += [f"p90 ms, {threads_text(threads)}:", ""]
         lines += ["| model | " + " | ".join(HEADERS[c].split(" (")[0].replace(" ms", "") for c in cols) + " |",
                   "|---" * (len(cols) + 1) + "|"]
         for m in models:
@@ -595,7 +605,7 @@ def render(report: dict[str, Any]) -> str:
             lines.append(f"| {m} | " + " | ".join(vals) + " |")
         lines.append("")
     for threads, res in report.get("sparse", {}).items():
-        lines += [f"### Sparse vs dense bundle (tools/bench_sparse.py), {threads} thread{'s' if int(threads) > 1 else ''}", ""]
+        lines += [f"### Sparse vs dense bundle (tools/bench_sparse.py), {threads_text(int(threads))}", ""]
         if "error" in res:
             lines += [f"error: {_cell_text(res['error'], 300)}", ""]
         else:
