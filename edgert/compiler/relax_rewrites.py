@@ -37,12 +37,7 @@ def clip_calls_to_ops(mod):
             op = relax.op.maximum if name == "maximum" else relax.op.minimum
             return op(x, scalar)
 
-    rewriter = _Rewriter(mod)
-    for gv, func in mod.functions_items():
-        if isinstance(func, relax.Function):
-            rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
-    out = rewriter.builder_.get()
-    return relax.transform.DeadCodeElimination()(out)
+    return relax.transform.DeadCodeElimination()(_rewrite_functions(_Rewriter(mod), mod))
 
 
 def column_matmuls_to_rows(mod):
@@ -59,8 +54,7 @@ def column_matmuls_to_rows(mod):
     from tvm import relax
     from tvm.relax import PyExprMutator, expr_functor
 
-    matmul_op = relax.op.matmul(relax.Var("a", relax.TensorType((1, 1), "float32")),
-                                relax.Var("b", relax.TensorType((1, 1), "float32"))).op
+    matmul_op = tvm.ir.Op.get("relax.matmul")
 
     def static_shape(e):
         shape = getattr(e.ty, "shape", None) if hasattr(e, "ty") else None
@@ -89,7 +83,13 @@ def column_matmuls_to_rows(mod):
             y = self.builder_.emit(relax.op.matmul(row, relax.const(wt), out_dtype=out_dtype or None))
             return relax.op.reshape(y, [*ws[:-2], ws[-2], 1])
 
-    rewriter = _Rewriter(mod)
+    return _rewrite_functions(_Rewriter(mod), mod)
+
+
+def _rewrite_functions(rewriter, mod):
+    """``mod`` with every Relax function passed through ``rewriter`` (a PyExprMutator built on ``mod``)."""
+    from tvm import relax
+
     for gv, func in mod.functions_items():
         if isinstance(func, relax.Function):
             rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
