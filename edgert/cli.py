@@ -294,19 +294,12 @@ def run(bundle_path: Path, device: str, inputs: tuple[str, ...], output_dir: Pat
 
 
 def _stream_and_report(bundle, dev, frames_file: Path, output_dir: Path | None, timeout: float) -> None:
-    import numpy as np
-
-    from edgert.errors import InputError
     from edgert.runtime import session
-    from edgert.runtime.inputs import npy_header
+    from edgert.runtime.inputs import read_npy
 
-    try:
-        # The header first (size against the file, no object dtype), as for every other input.
-        with open(frames_file, "rb") as f:
-            npy_header(f, frames_file.stat().st_size, str(frames_file))
-        frames = np.load(frames_file, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise InputError(f"cannot read frames from {frames_file}: {exc}; save them with numpy.save") from None
+    # The header first (size against the file, no object dtype), as for every other input; the
+    # frame shape is the stream's to check.
+    frames = read_npy(frames_file, None)
     result = session.run_stream_on_device(bundle, dev, frames, timeout=timeout)
     info = bundle.stream
     shown = 20

@@ -84,8 +84,9 @@ def npy_header(f, size: int, where: str) -> tuple[tuple[int, ...], np.dtype]:
     return tuple(int(d) for d in shape), dtype
 
 
-def read_npy(path: Path, spec: TensorSpec) -> np.ndarray:
-    """One array from a .npy file, its header checked against ``spec`` and the file size before the data is read.
+def read_npy(path: Path, spec: TensorSpec | None) -> np.ndarray:
+    """One array from a .npy file, its header checked against ``spec`` (None: any shape) and the file size
+    before the data is read.
 
     Never unpickles (object arrays are refused) and never allocates more than the file holds."""
     try:
@@ -93,7 +94,8 @@ def read_npy(path: Path, spec: TensorSpec) -> np.ndarray:
             shape, _ = npy_header(f, path.stat().st_size, str(path))
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror}; check the path and its permissions") from None
-    if len(shape) != len(spec.shape) or any(w >= 0 and g != w for g, w in zip(shape, spec.shape, strict=False)):
+    if spec is not None and (len(shape) != len(spec.shape)
+                             or any(w >= 0 and g != w for g, w in zip(shape, spec.shape, strict=False))):
         raise InputError(f"input '{spec.name}' from {path} has shape {'x'.join(map(str, shape)) or 'scalar'}, "
                          f"the model expects {'x'.join(map(str, spec.shape))}")
     try:
