@@ -215,6 +215,8 @@ def finalize_pipeline(tgt):
     from tvm import relax
     from tvm.relax.backend.cpu_generic import pipeline as cpu
 
+    from edgert.compiler.relax_rewrites import drop_kernel_checked_params
+
     target = tgt.tvm_target()
 
     # KillAfterLastUse frees each register after its last use: one VM call per tensor and per
@@ -228,6 +230,8 @@ def finalize_pipeline(tgt):
     at = next(i for i, p in enumerate(passes) if p.info.name == "LowerAllocTensor") + 1
     passes = [*passes[:at], relax.transform.CanonicalizeBindings(), *passes[at:]]
     static = [p for p in passes if p.info.name != "KillAfterLastUse"]
+    at = next(i for i, p in enumerate(static) if p.info.name == "VMShapeLower") + 1
+    static = [*static[:at], _as_pass(drop_kernel_checked_params), *static[at:]]
 
     @tvm.transform.module_pass(opt_level=0)
     def _pipeline(mod, _ctx):
@@ -235,6 +239,12 @@ def finalize_pipeline(tgt):
             return tvm.transform.Sequential(static if _static_shapes(mod) else passes)(mod)
 
     return _pipeline
+
+
+def _as_pass(rewrite):
+    import tvm
+
+    return tvm.transform.module_pass(lambda mod, _ctx: rewrite(mod), opt_level=0, name=rewrite.__name__)
 
 
 def _static_shapes(mod) -> bool:

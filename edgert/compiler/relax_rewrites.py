@@ -94,3 +94,81 @@ def _rewrite_functions(rewriter, mod):
         if isinstance(func, relax.Function):
             rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
     return rewriter.builder_.get()
+
+
+_PARAM_CHECKS = ("vm.builtin.check_tensor_info", "vm.builtin.match_shape")
+
+
+def drop_kernel_checked_params(mod):
+    """Drop the VM's entry checks of a parameter that only kernels read (after VMShapeLower).
+
+    VMShapeLower checks every parameter's dtype, rank and shape with two builtin calls per
+    tensor on each run (6 of a streaming step model's ~45 calls). A static-shaped parameter
+    that goes only into compiled kernels is checked again there, field by field, by each
+    kernel's entry (TVM's packed API asserts dtype, ndim, every dimension and strides), and
+    edgert's runtimes refuse a wrong size before the call; a parameter used any other way
+    (reshaped, returned, symbolic) keeps its checks.
+    """
+    import tvm
+    from tvm import relax
+    from tvm.relax import PyExprMutator, PyExprVisitor, expr_functor
+
+    kernels = {gv for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)}
+
+    def is_check(call):
+        return (isinstance(call, relax.Call) and isinstance(call.op, relax.ExternFunc)
+                and call.op.global_symbol in _PARAM_CHECKS)
+
+    @expr_functor.visitor
+    class _Uses(PyExprVisitor):
+        def __init__(self, params):
+            super().__init__()
+            self.params, self.other = params, set()
+
+        def visit_call_(self, call):
+            if is_check(call):
+                return  # the checks themselves are not uses
+            to_kernel = isinstance(call.op, relax.GlobalVar) and call.op in kernels
+            for a in call.args:
+                if to_kernel and isinstance(a, relax.Var):
+                    continue
+                self.visit_expr(a)
+            if not to_kernel:
+                self.visit_expr(call.op)
+
+        def visit_var_(self, var):
+            if var in self.params:
+                self.other.add(var)
+
+    @expr_functor.mutator
+    class _Drop(PyExprMutator):
+        def __init__(self, mod, drop):
+            super().__init__(mod)
+            self.drop = drop
+
+        def visit_var_binding_(self, binding):
+            if is_check(binding.value) and binding.value.args[0] in self.drop:
+                return
+            super().visit_var_binding_(binding)
+
+    out = {}
+    for gv, func in mod.functions_items():
+        if not isinstance(func, relax.Function):
+            continue
+        static = set()
+        for p in func.params:
+            shape = getattr(p.ty, "shape", None)
+            if isinstance(p.ty, relax.TensorType) and shape is not None and all(
+                    isinstance(d, tvm.tirx.IntImm) for d in getattr(shape, "values", [None])):
+                static.add(p)
+        uses = _Uses(static)
+        uses.visit_expr(func)
+        drop = static - uses.other
+        if drop:
+            out[gv] = _Drop(mod, drop).visit_expr(func)
+    if not out:
+        return mod
+    mod = tvm.IRModule(dict(mod.functions_items()), attrs=mod.attrs)
+    for gv, func in out.items():
+        mod[gv] = func
+    return mod
