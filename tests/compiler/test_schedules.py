@@ -289,3 +289,24 @@ def test_column_matmul_becomes_a_row_matmul_with_its_epilogue(tmp_path):
     assert "matmul" in name and "relu" in name, name
     shapes = sorted([int(d) for d in p.shape] for p in func.params)
     assert [1, 1, 96] in shapes and [1, 96, 40] in shapes, shapes  # the row and W^T
+
+
+def _parallel_loops(func) -> int:
+    return func.script().count("T.parallel(")
+
+
+def test_small_reductions_stay_on_the_calling_thread(tmp_path, monkeypatch):
+    """Waking the thread pool costs more than a second core saves on a kernel under ~256k multiply-adds."""
+    from edgert.compiler.schedules import base
+
+    monkeypatch.delenv("EDGERT_PARALLEL_MIN_MACS", raising=False)
+    assert 9 * 9 * 40 * 24 < base.PARALLEL_MIN_MACS  # CASES["conv1x1"], at the default bar
+    mod, _ = _scheduled_conv(tmp_path, "conv1x1")
+    assert _parallel_loops(mod["main"]) == 0
+    macs = 14 * 14 * 32 * 16 * 9  # CASES["conv3x3"]
+    monkeypatch.setenv("EDGERT_PARALLEL_MIN_MACS", str(macs + 1))
+    mod, _ = _scheduled_conv(tmp_path, "conv3x3")
+    assert _parallel_loops(mod["main"]) == 0
+    monkeypatch.setenv("EDGERT_PARALLEL_MIN_MACS", str(macs))
+    mod, _ = _scheduled_conv(tmp_path, "conv3x3")
+    assert _parallel_loops(mod["main"]) == 1

@@ -114,3 +114,27 @@ def tile_epilogue(sch, block, scope: str, loop):
             break
     sch.reverse_compute_at(wb, loop, preserve_unit_loops=True)
     return wb
+
+
+# Below this many multiply-adds a reduction kernel runs on the calling thread: waking the
+# pool costs more than the second core saves. Int8 dot-product kernels do ~4x the
+# multiply-adds per cycle, so their bar is 4x higher. Measured at 2 threads on the AVX-512
+# host: 2^20 for float too made MobileNetV2 (224) 11% slower; 2^20 for int8 made
+# mobilenetv2_digits' int8 bundle 16% faster. EDGERT_PARALLEL_MIN_MACS overrides (float bar).
+PARALLEL_MIN_MACS = 1 << 18
+INT8_SPEEDUP = 4
+
+
+def parallel_min_macs() -> int:
+    import os
+
+    return int(os.environ.get("EDGERT_PARALLEL_MIN_MACS", PARALLEL_MIN_MACS))
+
+
+def worth_parallel(sch, block, cpu: CpuInfo, int8: bool = False) -> bool:
+    """Whether ``block``'s loop nest (its multiply-adds: the product of all its loop extents) is worth
+    splitting across threads."""
+    macs = 1
+    for lp in sch.get_loops(block):
+        macs *= int(sch.get(lp).extent)
+    return cpu.num_cores > 1 and macs >= parallel_min_macs() * (INT8_SPEEDUP if int8 else 1)

@@ -15,7 +15,7 @@ The requantize epilogue is applied to the register tile before it is stored.
 """
 from __future__ import annotations
 
-from edgert.compiler.schedules.base import CpuInfo, Knobs, ScheduleFailed, divisors, tile_epilogue
+from edgert.compiler.schedules.base import CpuInfo, Knobs, ScheduleFailed, divisors, tile_epilogue, worth_parallel
 
 # CpuInfo.dot → (int32 lanes per instruction, widest first; activation dtype)
 INTRINSICS = {
@@ -154,8 +154,10 @@ def apply(sch, cpu: CpuInfo, knobs: Knobs) -> None:
 
     # "global" scope because TVM's intrinsics declare their buffers so; the tile is a small
     # fixed-size allocation (stack), which LLVM keeps in registers once the tile is unrolled.
+    parallel = worth_parallel(sch, block, cpu, int8=True)
     wb = tile_epilogue(sch, block, "global", nest[-1])  # the requantize runs on the register tile
-    sch.parallel(sch.fuse(*nest) if len(nest) > 1 else nest[0])
+    if parallel:
+        sch.parallel(sch.fuse(*nest) if len(nest) > 1 else nest[0])
     first_reduce = other_reduce[0] if other_reduce else rc_o
     init = sch.decompose_reduction(block, first_reduce)
     sch.vectorize(sch.get_loops(init)[-1])

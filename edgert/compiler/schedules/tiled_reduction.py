@@ -9,7 +9,7 @@ add) are applied while the tile is still in registers.
 """
 from __future__ import annotations
 
-from edgert.compiler.schedules.base import CpuInfo, Knobs, ScheduleFailed, divisors, tile_epilogue
+from edgert.compiler.schedules.base import CpuInfo, Knobs, ScheduleFailed, divisors, tile_epilogue, worth_parallel
 
 
 def _anchor(sch):
@@ -154,9 +154,11 @@ def apply(sch, cpu: CpuInfo, knobs: Knobs) -> None:
         _pack_weight(sch, block, vec_inner)
 
     # Fused elementwise consumers (bias, ReLU, residual add) run on the register tile.
+    parallel = worth_parallel(sch, block, cpu)
     wb = tile_epilogue(sch, block, "local", nest[-1])
     # One parallel loop over all tiles; contiguous chunks keep each thread on few weight blocks.
-    sch.parallel(sch.fuse(*nest) if len(nest) > 1 else nest[0])
+    if parallel:
+        sch.parallel(sch.fuse(*nest) if len(nest) > 1 else nest[0])
     sch.vectorize(vi)
     if ti is not None:
         sch.unroll(ti)
