@@ -17,7 +17,7 @@ from edgert.host.jit import kernel
 @dataclass(frozen=True)
 class CSR:
     indptr: np.ndarray  # int32 (rows + 1)
-    indices: np.ndarray  # int32 (nnz)
+    indices: np.ndarray  # uint16 (uint32 above 65536 columns) (nnz): see index_dtype
     data: np.ndarray  # float32 (nnz)
     shape: tuple[int, int]
 
@@ -30,12 +30,18 @@ def sparsity(w: np.ndarray) -> float:
     return 1.0 - np.count_nonzero(w) / max(1, w.size)
 
 
+def index_dtype(columns: int) -> type:
+    """Column indices are unsigned, so numba reads ``x[indices[p]]`` without its negative-index wraparound
+    (a compare and select per nonzero), and 16-bit where they fit, halving their memory traffic."""
+    return np.uint16 if columns <= 1 << 16 else np.uint32
+
+
 def to_csr(w: np.ndarray) -> CSR:
     w = np.asarray(w)
     rows, cols = np.nonzero(w)
     indptr = np.zeros(w.shape[0] + 1, dtype=np.int32)
     np.cumsum(np.bincount(rows, minlength=w.shape[0]), out=indptr[1:])
-    return CSR(indptr, cols.astype(np.int32), np.ascontiguousarray(w[rows, cols]), (w.shape[0], w.shape[1]))
+    return CSR(indptr, cols.astype(index_dtype(w.shape[1])), np.ascontiguousarray(w[rows, cols]), (w.shape[0], w.shape[1]))
 
 
 def csr_matmul_numpy(w: CSR, x: np.ndarray) -> np.ndarray:
@@ -48,28 +54,43 @@ def csr_matmul_numpy(w: CSR, x: np.ndarray) -> np.ndarray:
 
 @kernel(nogil=True, fastmath=True)
 def _csr_matmul(indptr, indices, data, x, out, start, stop):
+    # Four nonzeros per pass over the output row: one load and store of the accumulator per four
+    # multiply-adds instead of per one (256x256 @ 784 columns at 80% zeros: 0.55-0.80 -> 0.42-0.51 ms).
     cols = out.shape[1]
     for r in range(start, stop):
         acc = out[r]
         for j in range(cols):
             acc[j] = 0
-        for p in range(indptr[r], indptr[r + 1]):
+        # max(., 0): a start LLVM knows is not negative lets it drop the wraparound of every data[p].
+        p = max(indptr[r], 0)
+        end = indptr[r + 1]
+        while p + 4 <= end:
+            v0, v1, v2, v3 = data[p], data[p + 1], data[p + 2], data[p + 3]
+            s0, s1, s2, s3 = x[indices[p]], x[indices[p + 1]], x[indices[p + 2]], x[indices[p + 3]]
+            for j in range(cols):
+                acc[j] += v0 * s0[j] + v1 * s1[j] + v2 * s2[j] + v3 * s3[j]
+            p += 4
+        while p < end:
             v = data[p]
             src = x[indices[p]]
             for j in range(cols):
                 acc[j] += v * src[j]
+            p += 1
 
 
 @kernel(nogil=True)
 def _csr_matvec(indptr, indices, data, x, out, start, stop):
-    # One column: a gathered dot product per row, four partial sums to hide the add latency
-    # (AVX-512 gathers were slower than scalar loads for rows of ~50 nonzeros).
+    # One column: a gathered dot product per row, four partial sums to hide the add latency. Scalar
+    # loads: AVX-512 gathers (what fastmath lets LLVM vectorise this into) ran 3.7x slower on Zen 4.
+    # With unsigned indices and a start known not to be negative no load needs numba's negative-index
+    # wraparound (1024x1024 at 80% zeros: int32 indices 188 us, uint16 115 us, and the bound 65 us,
+    # ~1 nonzero a cycle).
     for r in range(start, stop):
         a0 = np.float32(0)
         a1 = np.float32(0)
         a2 = np.float32(0)
         a3 = np.float32(0)
-        p = indptr[r]
+        p = max(indptr[r], 0)
         end = indptr[r + 1]
         while p + 4 <= end:
             a0 += data[p] * x[indices[p]]
@@ -85,6 +106,11 @@ def _csr_matvec(indptr, indices, data, x, out, start, stop):
 
 # Up to this many columns, one gathered dot product per column beats the row-axpy kernel.
 MATVEC_COLUMNS = 4
+# Time per nonzero (and column) in BLAS multiply-adds (20-30 ps), the unit of edgert.host.parallel's
+# work: the gathered dot product takes ~0.32 ns a nonzero, the row-axpy kernel ~45 ps a nonzero and
+# column (256x256 @ 784 columns at 80% zeros: 0.42-0.51 ms, dense BLAS 0.99 ms).
+MATVEC_COST = 10
+AXPY_COST = 2
 
 
 def csr_matmul(w: CSR, x: np.ndarray, threads: int = 1) -> np.ndarray:
@@ -95,21 +121,23 @@ def csr_matmul(w: CSR, x: np.ndarray, threads: int = 1) -> np.ndarray:
         out_t = np.empty((x.shape[1], w.shape[0]), dtype=w.data.dtype)
         for j in range(x.shape[1]):
             parallel.run_chunks(lambda a, b, j=j: _csr_matvec(w.indptr, w.indices, w.data, xt[j], out_t[j], a, b),
-                                w.shape[0], threads, work)
+                                w.shape[0], threads, MATVEC_COST * work)
         return out_t.T
     x = np.ascontiguousarray(x, dtype=w.data.dtype)
     out = np.empty((w.shape[0], x.shape[1]), dtype=w.data.dtype)
-    parallel.run_chunks(lambda a, b: _csr_matmul(w.indptr, w.indices, w.data, x, out, a, b), w.shape[0], threads, work)
+    parallel.run_chunks(lambda a, b: _csr_matmul(w.indptr, w.indices, w.data, x, out, a, b), w.shape[0], threads,
+                        AXPY_COST * work)
     return out
 
 
 # Default sparsity from which a constant Conv/Gemm/MatMul weight runs as CSR, from the crossover
-# measured with tools/bench_host.py on a 2-core AVX-512 host (README): a 256x256 1x1 conv on 28x28
-# ran 0.8-1.4x of dense speed at 80% zeros (varying between runs) and 1.8-2.5x at 90%.
-SPARSE_THRESHOLD = 0.85
-# Matrix-vector products (batch-1 Gemm/MatMul) against BLAS GEMV: a 1024x1024 weight ran 0.45x of dense
-# speed at 80%, 0.6x at 90%, 1.05x at 95% (1 thread).
-MATVEC_SPARSE_THRESHOLD = 0.95
+# measured with tools/bench_host.py on a 2-core AVX-512 (Zen 4) host: a 256x256 1x1 conv on 28x28 ran
+# 0.70x of dense speed at 50% zeros, 1.35x at 70%, 1.84x at 80% (1 thread).
+SPARSE_THRESHOLD = 0.7
+# Matrix-vector products (batch-1 Gemm/MatMul) against BLAS GEMV, which streams the dense weight at
+# ~70 GB/s: a 1024x1024 weight ran 0.59x of dense speed at 70%, 0.78x at 80%, 1.31x at 90%, 2.1x at 95%
+# (1 thread); the gathered dot product does ~1 nonzero a cycle, so the crossover sits near 83%.
+MATVEC_SPARSE_THRESHOLD = 0.85
 
 
 def maybe_csr(w2d: np.ndarray, threshold: float | None) -> CSR | None:

@@ -8,9 +8,14 @@ RNG = np.random.default_rng(0)
 
 
 @pytest.mark.parametrize("channels,size,stride,dilation,pad", [(5, 9, 1, 1, 1), (6, 11, 2, 1, 1), (3, 12, 1, 2, 2),
-                                                                 (4, 10, 2, 2, 0), (7, 4, 1, 1, 1), (2, 7, 3, 1, 2)])
+                                                                 (4, 10, 2, 2, 0), (7, 4, 1, 1, 1), (2, 7, 3, 1, 2),
+                                                                 # from DEPTHWISE_WIDE: the wide-plane kernel
+                                                                 (3, 50, 1, 1, 1), (2, 53, 2, 1, 1), (2, 49, 2, 2, 2),
+                                                                 (2, 48, 3, 1, 0)])
 def test_depthwise_kernel_matches_numpy(channels, size, stride, dilation, pad):
-    from edgert.host.ops.conv import depthwise2d, depthwise_numpy
+    from edgert.host.ops.conv import DEPTHWISE_WIDE, depthwise2d, depthwise_numpy
+
+    assert (size >= DEPTHWISE_WIDE) == (size >= 48)  # the cases cover both kernels
 
     x = RNG.standard_normal((2, channels, size, size + 1)).astype(np.float32)
     w = RNG.standard_normal((channels, 3, 3)).astype(np.float32)
@@ -37,6 +42,52 @@ def test_csr_kernel_matches_numpy(sparsity, columns):
     assert len(csr.data) == np.count_nonzero(w)
     np.testing.assert_allclose(csr_matmul(csr, x), csr_matmul_numpy(csr, x), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(csr_matmul_numpy(csr, x), w @ x, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("columns", [1, 6])
+def test_csr_kernels_take_32_bit_indices_past_65536_columns(columns):
+    from edgert.host.sparse import csr_matmul, to_csr
+
+    w = np.zeros((3, 70_001), np.float32)
+    hot = RNG.choice(w.size, 600, replace=False)
+    w.reshape(-1)[hot] = RNG.standard_normal(600).astype(np.float32)
+    w[1, -1] = 2.0  # a column index above 65535
+    csr = to_csr(w)
+    assert csr.indices.dtype == np.uint32 and to_csr(w[:, :65_536]).indices.dtype == np.uint16
+    x = RNG.standard_normal((w.shape[1], columns)).astype(np.float32)
+    np.testing.assert_allclose(csr_matmul(csr, x), w @ x, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("stride,pad", [(1, 1), (2, 3)])
+def test_im2col_matmul_split_over_threads_matches_one_product(stride, pad, monkeypatch):
+    from edgert.host import parallel
+    from edgert.host.im2col import im2col, pad_spatial
+    from edgert.host.ops.conv import im2col_matmul
+
+    monkeypatch.setattr(parallel, "MIN_PARALLEL_WORK", 0)  # split even these small shapes
+    splits = []
+    real = parallel.run_bounds
+    monkeypatch.setattr(parallel, "run_bounds", lambda fn, edges, threads: (splits.append(len(edges) - 1), real(fn, edges, threads)))
+    xp = pad_spatial(RNG.standard_normal((2, 5, 41, 19)).astype(np.float32), (pad, pad), (pad, pad))
+    w2 = RNG.standard_normal((7, 5 * 3 * 2)).astype(np.float32)
+    out_shape = tuple((n - k) // stride + 1 for n, k in zip(xp.shape[2:], (3, 2), strict=True))
+    want = w2 @ im2col(xp, (3, 2), (stride, stride), (1, 1), out_shape)
+    for threads in (1, 2, 3):
+        got = im2col_matmul(w2, xp, (3, 2), (stride, stride), (1, 1), out_shape, threads)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert max(splits) >= 3  # the fused per-row-block path ran, not only the whole product
+
+
+@pytest.mark.parametrize("lo,hi", [(0.0, np.inf), (0.0, 6.0), (-np.inf, np.inf)])
+def test_bias_clip_kernel_matches_numpy(lo, hi):
+    from edgert.host.ops.conv import _bias_clip, bias_clip_numpy
+
+    y = (3 * RNG.standard_normal((2, 5, 37))).astype(np.float32)
+    y[0, 1, 3] = np.nan  # propagates, as np.clip does
+    bias = RNG.standard_normal(5).astype(np.float32)
+    want = bias_clip_numpy(y, bias, lo, hi)
+    _bias_clip(y, bias, np.float32(lo), np.float32(hi))
+    np.testing.assert_array_equal(y, want)
 
 
 def test_int_matmul_kernel_matches_numpy_exactly():

@@ -1,6 +1,8 @@
 """Conv (1-D/2-D/3-D, grouped, depthwise, dilated): im2col + BLAS, a Numba depthwise kernel, CSR for sparse weights."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from edgert.host import parallel
@@ -20,6 +22,15 @@ def depthwise_numpy(x: np.ndarray, w: np.ndarray, strides, dilations, pads_begin
         tap = w[(slice(None), *off)].reshape(1, -1, *([1] * len(out_shape)))
         out += tap * xp[(slice(None), slice(None), *window_slices(off, out_shape, strides, dilations))]
     return out
+
+
+# Time of one depthwise kernel step (a tap on one wide-plane element; an element of the phase copy,
+# scalar and branchy, counts as 3) in BLAS multiply-adds (edgert.host.parallel): MobileNetV2's layers
+# took 0.10-0.19 ns a step on one thread with _depthwise2d (96 channels 112x112 -> 56x56: 1.2 ms for
+# 6.5M steps); _depthwise2d_wide does its planes 1.2-1.7x faster, still well above the split threshold.
+DEPTHWISE_COST = 5
+DEPTHWISE_BLOCK = 2048  # outputs per block of _depthwise2d_wide (8 KB of accumulators)
+DEPTHWISE_WIDE = 48  # input width from which _depthwise2d_wide runs (MobileNetV2: 56 and 112 gain, 28 loses)
 
 
 @kernel(nogil=True, fastmath=True)
@@ -68,6 +79,68 @@ def _depthwise2d(x, w, bias, lo, hi, out, sh, sw, dh, dw, top, left, hq, wq, sta
                 o[y, j] = min(max(acc[y * wq + j], lo), hi)
 
 
+@kernel(nogil=True, fastmath=True)
+def _depthwise2d_wide(x, w, bias, lo, hi, out, sh, sw, dh, dw, top, left, hq, wq, start, stop):
+    # _depthwise2d for wide planes (DEPTHWISE_WIDE). Hot loops index with uint64 (u): numba wraps
+    # negative signed indices, a select per element that kept LLVM from vectorising the copy and the
+    # clamp; and they take no slices, whose reference counting costs. Its many short vectorised loops
+    # (each with alias checks and a remainder) made it 2-2.5x slower than _depthwise2d on 7x7 and 14x14
+    # planes, and 1.2-1.7x faster on 56x56 and 112x112 ones.
+    n, c, oh, ow = out.shape
+    height, width = x.shape[2], x.shape[3]
+    kh, kw = w.shape[1], w.shape[2]
+    u = np.uint64
+    xf = x.reshape((n * c, height * width))
+    of = out.reshape((n * c, oh * ow))
+    ph = np.empty((sh * sw, hq * wq), dtype=np.float32)
+    length = oh * wq
+    acc = np.empty(length, dtype=np.float32)
+    for nc in range(start, stop):
+        ch = nc % c
+        for a in range(sh):
+            for b in range(sw):
+                phase = a * sw + b
+                # Phase columns j0..j1 read input columns j * sw + b - left; the others are padding.
+                j0 = min(wq, max(0, -((b - left) // sw)))
+                j1 = max(j0, min(wq, -((b - left - width) // sw)))
+                for y in range(hq):
+                    r = y * sh + a - top
+                    base = u(y * wq)
+                    if r < 0 or r >= height:
+                        for j in range(wq):
+                            ph[phase, base + u(j)] = 0
+                        continue
+                    for j in range(j0):
+                        ph[phase, base + u(j)] = 0
+                    src0 = u(max(r * width + j0 * sw + b - left, 0))
+                    dst0 = base + u(j0)
+                    for k in range(j1 - j0):
+                        ph[phase, dst0 + u(k)] = xf[nc, src0 + u(k) * u(sw)]
+                    for j in range(j1, wq):
+                        ph[phase, base + u(j)] = 0
+        # In blocks of DEPTHWISE_BLOCK outputs, all taps per block: the block of acc stays in L1 over
+        # the taps (a 112x112 plane is 51 KB).
+        for j0 in range(0, length, DEPTHWISE_BLOCK):
+            size = min(DEPTHWISE_BLOCK, length - j0)
+            a0 = u(j0)
+            bv = bias[ch]
+            for j in range(size):
+                acc[a0 + u(j)] = bv
+            for p in range(kh):
+                for q in range(kw):
+                    phase = ((p * dh) % sh) * sw + (q * dw) % sw
+                    t0 = u(((p * dh) // sh) * wq + (q * dw) // sw + j0)
+                    wv = w[ch, p, q]
+                    for j in range(size):
+                        acc[a0 + u(j)] += wv * ph[phase, t0 + u(j)]
+        for y in range(oh):
+            s0 = u(y * wq)
+            d0 = u(y * ow)
+            for j in range(ow):
+                v = acc[s0 + u(j)]
+                of[nc, d0 + u(j)] = hi if v > hi else (lo if v < lo else v)  # a select: vectorises
+
+
 def depthwise2d(x: np.ndarray, w: np.ndarray, strides, dilations, pads_begin, out_shape, bias=None,
                 clip=(-np.inf, np.inf), threads: int = 1) -> np.ndarray:
     """Depthwise 2-D convolution (Numba) of an unpadded input, zero padding ``pads_begin`` before
@@ -84,9 +157,51 @@ def depthwise2d(x: np.ndarray, w: np.ndarray, strides, dilations, pads_begin, ou
     x = np.ascontiguousarray(x, np.float32)
     w = np.ascontiguousarray(w, np.float32)
     lo, hi = np.float32(clip[0]), np.float32(clip[1])
-    parallel.run_chunks(lambda s, e: _depthwise2d(x, w, b, lo, hi, out, sh, sw, dilations[0], dilations[1],
-                                                  top, left, hq, wq, s, e),
-                        n * c, threads, n * c * oh * wq * kh * kw)
+    fn = _depthwise2d_wide if wd >= DEPTHWISE_WIDE else _depthwise2d
+    parallel.run_chunks(lambda s, e: fn(x, w, b, lo, hi, out, sh, sw, dilations[0], dilations[1], top, left, hq, wq, s, e),
+                        n * c, threads, DEPTHWISE_COST * n * c * (3 * sh * sw * hq * wq + oh * wq * kh * kw))
+    return out
+
+
+def bias_clip_numpy(y: np.ndarray, bias: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Specification of _bias_clip: y (N, C, L) + bias per channel, clamped to [lo, hi]."""
+    return np.clip(y + bias.reshape(1, -1, 1), lo, hi)
+
+
+@kernel(nogil=True)
+def _bias_clip(y, bias, lo, hi):
+    # Bias and the fused Relu/Clip in one pass over the conv output, in place (NumPy took two:
+    # 0.7 ms against 0.2 ms over MobileNetV2's pointwise outputs).
+    n, c, length = y.shape
+    for i in range(n):
+        for ch in range(c):
+            bv = bias[ch]
+            row = y[i, ch]
+            for j in range(length):
+                v = row[j] + bv
+                row[j] = hi if v > hi else (lo if v < lo else v)
+
+
+def im2col_matmul(w2: np.ndarray, xp: np.ndarray, kernel_shape, strides, dilations, out_shape, threads: int = 1):
+    """w2 (M, C*prod(kernel)) @ im2col(xp) -> (N, M, prod(out_shape)) for a padded input ``xp``. On several
+    threads each chunk of output rows gathers its own columns and multiplies them, so im2col runs in
+    parallel too and its block is still in cache for the product; when the output has too few rows
+    (deep layers), the columns are gathered once and the product is split by rows of w2."""
+    n, m = xp.shape[0], w2.shape[0]
+    per_row = math.prod(out_shape[1:])
+    work = n * m * w2.shape[1] * per_row * out_shape[0]
+    edges = parallel.bounds(out_shape[0], threads, work, -(-parallel.COLUMN_ALIGN // per_row))
+    if len(edges) == 2:
+        return parallel.matmul(w2, im2col(xp, kernel_shape, strides, dilations, out_shape), threads)
+    out = np.empty((n, m, out_shape[0] * per_row), dtype=np.result_type(w2, xp))
+    reach = (kernel_shape[0] - 1) * dilations[0] + 1
+
+    def rows(a: int, b: int) -> None:
+        part = xp[:, :, a * strides[0]:(b - 1) * strides[0] + reach]
+        cols = im2col(part, kernel_shape, strides, dilations, (b - a, *out_shape[1:]))
+        np.matmul(w2, cols, out=out[:, :, a * per_row:b * per_row])
+
+    parallel.run_bounds(rows, edges, threads)
     return out
 
 
@@ -116,14 +231,23 @@ def conv(ctx, x, w, b=None):
     pointwise = all(k == 1 for k in kernel_shape) and all(s == 1 for s in strides)
     outs = []
     for g, xg in enumerate(np.split(xp, group, axis=1) if group > 1 else (xp,)):
+        if csr is None and not pointwise:
+            outs.append(im2col_matmul(w2[g], xg, kernel_shape, strides, dilations, out_shape, ctx.threads))
+            continue
         cols = xg.reshape(n, xg.shape[1], -1) if pointwise else im2col(xg, kernel_shape, strides, dilations, out_shape)
         if csr is not None:
             outs.append(np.stack([csr_matmul(csr, cols[i], ctx.threads) for i in range(n)]))
         else:
             outs.append(parallel.matmul(w2[g], cols, ctx.threads))
-    y = (outs[0] if group == 1 else np.concatenate(outs, axis=1)).reshape(n, cout, *out_shape)
-    if b is not None:
-        y += b.reshape(1, -1, *([1] * len(out_shape))).astype(y.dtype)
-    if clip is not None:
-        np.clip(y, clip[0], clip[1], out=y)
+    y = np.ascontiguousarray(outs[0] if group == 1 else np.concatenate(outs, axis=1))  # in place below
+    if y.dtype == np.float32 and (b is not None or clip is not None):
+        bias = np.zeros(cout, np.float32) if b is None else np.ascontiguousarray(b, np.float32)
+        lo, hi = clip or (-np.inf, np.inf)
+        _bias_clip(y.reshape(n, cout, -1), bias, np.float32(lo), np.float32(hi))
+    y = y.reshape(n, cout, *out_shape)
+    if y.dtype != np.float32:
+        if b is not None:
+            y += b.reshape(1, -1, *([1] * len(out_shape))).astype(y.dtype)
+        if clip is not None:
+            np.clip(y, clip[0], clip[1], out=y)
     return y.astype(x.dtype, copy=False)
