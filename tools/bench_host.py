@@ -164,17 +164,12 @@ def _worker_main(arg: str) -> int:
 
 
 def _cell(task: dict[str, Any], label: str, threads: int, budget: br.Budget, timeout: float) -> dict[str, Any]:
-    task = {**task, "threads": threads, "budget": dataclasses.asdict(budget)}
-    res = run_isolated(task, threads, timeout)
-    if "error" in res:
-        br.progress(f"{label} t={threads}: error: {res['error']}")
-    else:
-        br.progress(f"{label} t={threads}: {br.fmt_ms(res['median_ms'])} ms (p90 {br.fmt_ms(res['p90_ms'])}, {res['runs']} runs)")
-    return res
+    return br.measure_cell(f"{label} t={threads}", {**task, "threads": threads}, threads, budget, timeout, runner=run_isolated)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    budget = br.QUICK if args.quick else dataclasses.replace(br.FULL, min_s=args.min_time, min_runs=args.min_runs)
+    budget = br.QUICK if args.quick else dataclasses.replace(br.FULL, min_s=args.min_time, min_runs=args.min_runs,
+                                                            processes=args.processes)
     specs = br.collect_models(args.models, args.torchvision_dir, args.model, None)
     models: list[dict[str, Any]] = []
     sparse: list[dict[str, Any]] = []

@@ -533,19 +533,27 @@ def _schedule_summary(build: dict[str, Any]) -> str:
 
 
 def _measure(s: ModelSpec, col: str, task: dict[str, Any], threads: int, budget: Budget, timeout: float) -> dict[str, Any]:
-    task["budget"] = dataclasses.asdict(budget)
+    return measure_cell(f"{s.name} t={threads} {col}", task, threads, budget, timeout)
+
+
+def measure_cell(label: str, task: dict[str, Any], threads: int, budget: Budget, timeout: float,
+                 runner=None) -> dict[str, Any]:
+    """One table cell: ``task`` timed in ``budget.processes`` fresh processes (``runner``, default
+    run_isolated), the one with the median median returned; progress on stderr."""
+    runner = runner or run_isolated
+    task = {**task, "budget": dataclasses.asdict(budget)}
     runs = []
     for _ in range(max(1, budget.processes)):
-        res = run_isolated(task, threads, timeout)
+        res = runner(task, threads, timeout)
         if "error" in res:
-            progress(f"{s.name} t={threads} {col}: error: {res['error']}")
+            progress(f"{label}: error: {res['error']}")
             return res
         runs.append(res)
     runs.sort(key=lambda r: r["median_ms"])
     res = runs[(len(runs) - 1) // 2]
     if len(runs) > 1:
         res = {**res, "process_medians_ms": [r["median_ms"] for r in runs]}
-    progress(f"{s.name} t={threads} {col}: {fmt_ms(res['median_ms'])} ms (p90 {fmt_ms(res['p90_ms'])}, {res['runs']} runs"
+    progress(f"{label}: {fmt_ms(res['median_ms'])} ms (p90 {fmt_ms(res['p90_ms'])}, {res['runs']} runs"
              + (f"; processes {', '.join(fmt_ms(r['median_ms']) for r in runs)}" if len(runs) > 1 else "") + ")")
     return res
 
