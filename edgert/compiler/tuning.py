@@ -143,7 +143,7 @@ def apply_database(mod, target, db):
         if not db.has_workload(task):
             continue
         sch = db.query_schedule(task, target=target, workload_name="main")
-        if sch is None:
+        if sch is None or _splits_a_small_kernel(func, sch.mod["main"]):
             continue
         new = sch.mod["main"].without_attr("global_symbol") if "global_symbol" not in (func.attrs or {}) else sch.mod["main"]
         updates[gv] = new.with_attr("tirx.is_scheduled", True)
@@ -152,6 +152,35 @@ def apply_database(mod, target, db):
         mod[gv] = func
     return mod, tuned
 
+
+
+def _splits_a_small_kernel(func, scheduled) -> bool:
+    """Whether a record splits across threads a reduction kernel below the parallel bar
+    (schedules.base.worth_parallel, which the tiled_reduction and int8_dot templates apply).
+
+    Records made before the bar existed replay their ``parallel`` on kernels too small for it;
+    at 2 threads such a tcn_kws bundle took 13.7-31 us a run against 14.5 us with the default
+    schedules. Those records are passed over: the default schedule (and a new tuning run) keeps
+    the kernel on the calling thread.
+    """
+    from tvm import s_tir
+
+    from edgert.compiler.schedules import match
+    from edgert.compiler.schedules.base import INT8_SPEEDUP, parallel_min_macs
+
+    if "T.parallel(" not in scheduled.script():
+        return False
+    rule = match(func)
+    if rule is None or rule.name not in ("tiled_reduction", "int8_dot"):
+        return False
+    sch = s_tir.Schedule(task_module(func))
+    macs = 0
+    for block in sch.get_child_blocks(sch.get_sblock("root")):
+        n = 1
+        for lp in sch.get_loops(block):
+            n *= int(sch.get(lp).extent)
+        macs = max(macs, n)
+    return macs < parallel_min_macs() * (INT8_SPEEDUP if rule.name == "int8_dot" else 1)
 
 
 # ---------------------------------------------------------------- tuning

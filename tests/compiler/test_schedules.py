@@ -208,20 +208,26 @@ def test_unit_axis_reshape_joins_the_matmul_kernel(tmp_path):
 
 
 # -- edgert's TIR pipeline (edgert/compiler/tir_lowering.py): register tiles on the stack
-def _scheduled_conv(tmp_path, case):
-    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
-
+def _conv_func(tmp_path, case):
+    """The fused, unscheduled conv PrimFunc of CASES[case], and the host target."""
     from edgert.compiler import pipeline
     from edgert.compiler.build import to_relax
-    from edgert.compiler.schedules import CpuInfo, schedule
     from edgert.compiler.targets import load_target
-    from edgert.compiler.tuning import task_module
     from edgert.model import load
 
     nodes, inits, shape = CASES[case]()
     tgt = load_target("host")
     mod = pipeline.fuse(to_relax(load(_model(tmp_path, case, nodes, shape, inits))), tgt)
-    func = next(f for gv, f in mod.functions.items() if "conv2d" in gv.name_hint)
+    return next(f for gv, f in mod.functions.items() if "conv2d" in gv.name_hint), tgt
+
+
+def _scheduled_conv(tmp_path, case):
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+    from edgert.compiler.schedules import CpuInfo, schedule
+    from edgert.compiler.tuning import task_module
+
+    func, tgt = _conv_func(tmp_path, case)
     sch, rule, _ = schedule(task_module(func)["main"], CpuInfo.from_target(tgt))
     assert rule == "tiled_reduction"
     # The weight repacking block runs once at compile time in a real build (prepack_weights).
@@ -310,3 +316,22 @@ def test_small_reductions_stay_on_the_calling_thread(tmp_path, monkeypatch):
     monkeypatch.setenv("EDGERT_PARALLEL_MIN_MACS", str(macs))
     mod, _ = _scheduled_conv(tmp_path, "conv3x3")
     assert _parallel_loops(mod["main"]) == 1
+
+
+def test_records_that_split_a_small_kernel_are_passed_over(tmp_path, monkeypatch):
+    """A tuning record made before the parallel bar replays its parallel loop on a small kernel: not applied."""
+    from edgert.compiler import tuning
+    from edgert.compiler.schedules import CpuInfo, schedule
+
+    def scheduled(func, tgt):
+        return schedule(tuning.task_module(func)["main"], CpuInfo.from_target(tgt))[0].mod["main"]
+
+    small, tgt = _conv_func(tmp_path, "conv1x1")  # 78k multiply-adds
+    large, _ = _conv_func(tmp_path, "conv3x3")  # 903k
+    monkeypatch.setenv("EDGERT_PARALLEL_MIN_MACS", "0")  # every kernel split, as the old records are
+    old_small, old_large = scheduled(small, tgt), scheduled(large, tgt)
+    assert _parallel_loops(old_small) == _parallel_loops(old_large) == 1
+    monkeypatch.delenv("EDGERT_PARALLEL_MIN_MACS")
+    assert tuning._splits_a_small_kernel(small, old_small)
+    assert not tuning._splits_a_small_kernel(large, old_large)  # above the bar: the split is kept
+    assert not tuning._splits_a_small_kernel(small, scheduled(small, tgt))  # today's record: single-threaded
