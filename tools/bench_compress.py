@@ -72,8 +72,7 @@ def compress(src: Path, dst_dir: Path, name: str, zoo: bool, shapes: dict[str, A
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    budget = br.QUICK if args.quick else dataclasses.replace(br.FULL, min_s=args.min_time, min_runs=args.min_runs,
-                                                            processes=args.processes)
+    budget = br.budget_from_args(args)
     specs = br.collect_models(args.models, args.torchvision_dir, args.model, None)
     variant = "tuned" if args.tuned else "default"
     results: list[dict[str, Any]] = []

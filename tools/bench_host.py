@@ -168,8 +168,7 @@ def _cell(task: dict[str, Any], label: str, threads: int, budget: br.Budget, tim
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    budget = br.QUICK if args.quick else dataclasses.replace(br.FULL, min_s=args.min_time, min_runs=args.min_runs,
-                                                            processes=args.processes)
+    budget = br.budget_from_args(args)
     specs = br.collect_models(args.models, args.torchvision_dir, args.model, None)
     models: list[dict[str, Any]] = []
     sparse: list[dict[str, Any]] = []

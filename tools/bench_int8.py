@@ -88,8 +88,7 @@ def quantize_edgert(src: Path, dst: Path, name: str, zoo: bool, shapes: dict[str
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    budget = br.QUICK if args.quick else dataclasses.replace(br.FULL, min_s=args.min_time, min_runs=args.min_runs,
-                                                            processes=args.processes)
+    budget = br.budget_from_args(args)
     specs = br.collect_models(args.models, args.torchvision_dir, args.model, None)
     variant = "tuned" if args.tuned else "default"
     results: list[dict[str, Any]] = []
@@ -150,7 +149,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 row["int8_so_bytes"] = entry.get("int8_so_bytes")
                 results.append(row)
     return {"host": br.host_info(), "settings": {"threads": args.threads, "quick": args.quick, "variant": variant,
-                                                 "processes": budget.processes,
                                                  "quantizer": args.quantizer,
                                                  "activations": args.activations if args.quantizer == "ort" else "int8 (symmetric)",
                                                  "budget": dataclasses.asdict(budget)},
@@ -163,12 +161,12 @@ def _ms(cell: dict[str, Any]) -> float | None:
 
 def render(report: dict[str, Any]) -> str:
     host, settings = report["host"], report["settings"]
+    processes = settings["budget"].get("processes", 1)
     lines = [
         br.measured_line(host, [("onnxruntime", "onnxruntime"), ("TVM", "apache-tvm"), ("edgert", "edgert")], settings["quick"],
                          f"quantised by {settings.get('quantizer', 'ort')}, {settings['activations']} activations, "
                          f"edgert schedules '{settings['variant']}'"),
-        "Median ms per inference of batch 1" + (f" (each cell: the median of {settings['processes']} processes)"
-                                                if settings.get("processes", 1) > 1 else "")
+        "Median ms per inference of batch 1" + (f" (each cell: the median of {processes} processes)" if processes > 1 else "")
         + ". int8/float: the int8 bundle's speed-up over the float bundle; "
         "int8/ORT int8: its time over onnxruntime's on the same QDQ model (below 1: faster). Sizes: lib/model.so.",
         "",

@@ -440,8 +440,7 @@ def host_info() -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    budget = QUICK if args.quick else dataclasses.replace(FULL, min_s=args.min_time, min_runs=args.min_runs,
-                                                         processes=args.processes)
+    budget = budget_from_args(args)
     specs = collect_models(args.models, args.torchvision_dir, args.model, args.tflite_dir)
     variants = [v for v in args.variants]
     results: list[dict[str, Any]] = []
@@ -651,6 +650,12 @@ def render_rows(rows: Any) -> list[str]:
     return ["| " + " | ".join(keys) + " |", "|---" * len(keys) + "|"] + [
         "| " + " | ".join(fmt(r.get(k)) for k in keys) + " |" for r in rows
     ]
+
+
+def budget_from_args(args: argparse.Namespace) -> Budget:
+    """The timing budget add_common_arguments' options ask for."""
+    return QUICK if args.quick else dataclasses.replace(FULL, min_s=args.min_time, min_runs=args.min_runs,
+                                                        processes=args.processes)
 
 
 def add_common_arguments(ap: argparse.ArgumentParser, work: str = "the compiled bundles") -> None:

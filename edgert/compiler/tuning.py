@@ -166,7 +166,7 @@ def _splits_a_small_kernel(func, scheduled) -> bool:
     from tvm import s_tir
 
     from edgert.compiler.schedules import match
-    from edgert.compiler.schedules.base import INT8_SPEEDUP, parallel_min_macs
+    from edgert.compiler.schedules.base import loop_macs, parallel_min_macs
 
     if "T.parallel(" not in scheduled.script():
         return False
@@ -174,13 +174,8 @@ def _splits_a_small_kernel(func, scheduled) -> bool:
     if rule is None or rule.name not in ("tiled_reduction", "int8_dot"):
         return False
     sch = s_tir.Schedule(task_module(func))
-    macs = 0
-    for block in sch.get_child_blocks(sch.get_sblock("root")):
-        n = 1
-        for lp in sch.get_loops(block):
-            n *= int(sch.get(lp).extent)
-        macs = max(macs, n)
-    return macs < parallel_min_macs() * (INT8_SPEEDUP if rule.name == "int8_dot" else 1)
+    macs = max(loop_macs(sch, b) for b in sch.get_child_blocks(sch.get_sblock("root")))
+    return macs < parallel_min_macs(int8=rule.name == "int8_dot")
 
 
 # ---------------------------------------------------------------- tuning

@@ -125,16 +125,21 @@ PARALLEL_MIN_MACS = 1 << 18
 INT8_SPEEDUP = 4
 
 
-def parallel_min_macs() -> int:
+def parallel_min_macs(int8: bool = False) -> int:
+    """The parallel bar in multiply-adds (the float one from EDGERT_PARALLEL_MIN_MACS when set)."""
     import os
 
-    return int(os.environ.get("EDGERT_PARALLEL_MIN_MACS", PARALLEL_MIN_MACS))
+    return int(os.environ.get("EDGERT_PARALLEL_MIN_MACS", PARALLEL_MIN_MACS)) * (INT8_SPEEDUP if int8 else 1)
 
 
-def worth_parallel(sch, block, cpu: CpuInfo, int8: bool = False) -> bool:
-    """Whether ``block``'s loop nest (its multiply-adds: the product of all its loop extents) is worth
-    splitting across threads."""
+def loop_macs(sch, block) -> int:
+    """``block``'s multiply-adds: the product of all its loop extents."""
     macs = 1
     for lp in sch.get_loops(block):
         macs *= int(sch.get(lp).extent)
-    return cpu.num_cores > 1 and macs >= parallel_min_macs() * (INT8_SPEEDUP if int8 else 1)
+    return macs
+
+
+def worth_parallel(sch, block, cpu: CpuInfo, int8: bool = False) -> bool:
+    """Whether ``block``'s loop nest is worth splitting across threads."""
+    return cpu.num_cores > 1 and loop_macs(sch, block) >= parallel_min_macs(int8)

@@ -803,7 +803,6 @@ struct edgert_model {
   // before the library whose code it runs.
   std::optional<ffi::Module> library;
   std::optional<ffi::Module> vm;
-  ffi::Function entry;     // what Run calls: main, or its bytecode twin while a call hook is set
   ffi::Function compiled;  // the model's "main" (machine code in a bundle built with a compiled VM)
   ffi::Function bytecode;  // "main__bytecode": the same function as VM bytecode, which the VM instruments
   std::vector<ffi::Tensor> inputs;
@@ -827,7 +826,7 @@ struct edgert_model {
     ffi::Function init = RequireFunction(*vm, "vm_initialization");
     if (cuda) init(int(kDLCUDA), 0, 2, int(kDLCPU), 0, 2);
     else init(int(kDLCPU), 0, 2);
-    compiled = entry = RequireFunction(*vm, "main");
+    compiled = RequireFunction(*vm, "main");
     // Older bundles and models with symbolic shapes have bytecode only: main is instrumentable.
     ffi::Optional<ffi::Function> twin = (*vm)->GetFunction("main__bytecode", true);
     bytecode = twin.has_value() ? *twin : compiled;
@@ -847,10 +846,8 @@ struct edgert_model {
       // instruction even with no hook (a third of a small model's run time).
       if (instrumented) RequireFunction(*vm, "set_instrument")(ffi::Function());
       instrumented = false;
-      entry = compiled;
       return;
     }
-    entry = bytecode;  // compiled VM functions call kernels directly, past the instrument
     if (instrumented) return;
     ffi::Function instrument = ffi::Function::FromPacked([this](ffi::PackedArgs args, ffi::Any* rv) {
       *rv = 0;
@@ -873,6 +870,8 @@ struct edgert_model {
       args.emplace_back(inputs[i]);
     }
     ffi::Any result;
+    // While a hook is set, the bytecode twin: compiled VM functions call kernels directly, past the instrument.
+    const ffi::Function& entry = hook != nullptr ? bytecode : compiled;
     entry.CallPacked(args.data(), static_cast<int32_t>(args.size()), &result);
     std::vector<ffi::Tensor> got;
     Flatten(result, &got);
