@@ -137,6 +137,7 @@ def _make_rewriter(mod, act_dtype: str, report: Int8Report):
             super().__init__(mod)
             self.bindings: dict = {}
             self.uses: dict = {}
+            self.shifts: list = []  # (activation, its copy in the dot product's dtype, the shift)
 
         def scan(self, func):
             for block in func.body.blocks:
@@ -218,6 +219,17 @@ def _make_rewriter(mod, act_dtype: str, report: Int8Report):
                 if new is not None:
                     self.set_var_remap(binding.var, self.builder_.emit(new))
                     return
+            if _op_name(value) in ("relax.quantize", "relax.dequantize"):
+                # What stays float (a residual add, pooling) gets its quantize/dequantize as
+                # element-wise ops: layout conversion has no rule for the QDQ ops themselves
+                # (each would get transposes around it), element-wise ops keep the packed
+                # layout and fuse into the producing conv's epilogue.
+                new = self.elementwise_qdq(value)
+                if new is not None:
+                    # A model output (the final dequantize) must stay visible outside the dataflow block.
+                    dataflow = isinstance(binding.var, relax.DataflowVar)
+                    self.set_var_remap(binding.var, self.builder_.emit(new) if dataflow else self.builder_.emit_output(new))
+                    return
             elif _op_name(value) in _LAYERS and not self.leads_to_quantize(binding.var):
                 # A layer whose output stays float (a classifier before softmax): integer
                 # product, then one per-channel scale back to float.
@@ -226,6 +238,51 @@ def _make_rewriter(mod, act_dtype: str, report: Int8Report):
                     self.set_var_remap(binding.var, self.builder_.emit(self.emit_layer(layer, None, "float32")))
                     return
             super().visit_var_binding_(binding)
+
+        def shifted(self, x, want: str):
+            """``(x + shift as want, shift)``: x in the dot product's activation dtype, made once per
+            tensor (a block output feeds the next expand conv and, as the skip, a residual add)."""
+            for src, made, shift in self.shifts:
+                if src.same_as(x):
+                    return made, shift
+            shift = 128 if want == "uint8" else -128
+            made = self.builder_.emit(op.astype(op.add(op.astype(x, "int16"), relax.const(shift, "int16")), want))
+            self.shifts.append((x, made, shift))
+            return made, shift
+
+        def feeds_dot_product(self, var) -> bool:
+            """Whether a dequantize of ``var`` is the data input of a conv (over channels) or matmul."""
+            for user in self.uses.get(var, []):
+                if user is None or _op_name(self.value(user)) != "relax.dequantize":
+                    continue
+                for layer in self.uses.get(user, []):
+                    e = None if layer is None else self.value(layer)
+                    if _op_name(e) in _LAYERS and e.args[0].same_as(user) and (
+                            _op_name(e) == "relax.matmul" or int(e.attrs.groups) == 1):
+                        return True
+            return False
+
+        def elementwise_qdq(self, call):
+            """A per-tensor quantize/dequantize as the element-wise ops TVM legalizes it to."""
+            q = self.qparams(call)
+            if q is None or q.scale.size != 1:
+                return None
+            x = self.visit_expr(call.args[0])
+            if call.op.name == "relax.dequantize":
+                if q.dtype not in _QRANGE or str(call.ty.dtype) != "float32":
+                    return None
+                zero = int(q.zero[0])
+                # Read the shifted copy when a dot-product layer needs one anyway: the same values, and
+                # the unshifted tensor's only reader is then the shift, which fuses into the kernel
+                # that makes it (instead of a kernel of its own).
+                if q.dtype != act_dtype and self.feeds_dot_product(call.args[0]):
+                    x, shift = self.shifted(x, act_dtype)
+                    zero += shift
+                return dequantize_ops(x, zero, np.float32(q.scale[0]))
+            out_dtype = str(call.ty.dtype)
+            if out_dtype not in _QRANGE or str(call.args[0].ty.dtype) != "float32":
+                return None
+            return quantize_ops(x, np.float32(q.scale[0]), int(q.zero[0]), *_QRANGE[out_dtype], out_dtype)
 
         def leads_to_quantize(self, var) -> bool:
             """Whether ``var`` reaches a quantize through single-use bias adds and clamps
@@ -381,8 +438,7 @@ def _make_rewriter(mod, act_dtype: str, report: Int8Report):
             if depthwise:
                 want = layer.xq.dtype  # no dot product over channels: keep the model's dtype
             if layer.xq.dtype != want:
-                shift = 128 if want == "uint8" else -128
-                x = self.builder_.emit(op.astype(op.add(op.astype(x, "int16"), relax.const(shift, "int16")), want))
+                x, shift = self.shifted(x, want)
                 zx += shift
             w = layer.w
             if layer.kind != "matmul":
@@ -448,12 +504,7 @@ def _make_rewriter(mod, act_dtype: str, report: Int8Report):
             weights are the dequantized int8 ones, and the output is requantized as the
             integer layers do.
             """
-            x = self.visit_expr(layer.x)
-            zx, sx = int(layer.xq.zero[0]), np.float32(layer.xq.scale[0])
-            xf = op.astype(x, "float32")
-            if zx:
-                xf = op.subtract(xf, relax.const(float(zx), "float32"))
-            xf = op.multiply(xf, relax.const(sx, "float32"))
+            xf = dequantize_ops(self.visit_expr(layer.x), int(layer.xq.zero[0]), np.float32(layer.xq.scale[0]))
             sw = layer.wq.scale.astype(np.float32)
             w = (layer.w.astype(np.float32) * sw.reshape((-1,) + (1,) * (layer.w.ndim - 1))).astype(np.float32)
             a = layer.call.attrs
@@ -467,15 +518,34 @@ def _make_rewriter(mod, act_dtype: str, report: Int8Report):
                 return y
             if layer.bias is not None:
                 y = op.add(y, relax.const(layer.bias.astype(np.float32).reshape(shape)))
-            sy, zy = np.float32(yq.scale[0]), int(yq.zero[0])
-            y = op.round(op.divide(y, relax.const(sy, "float32")))  # as QuantizeLinear: x / scale
-            if zy:
-                y = op.add(y, relax.const(float(zy), "float32"))
-            lo, hi = _bounds(layer.lo, layer.hi, yq, out_dtype)
-            y = op.minimum(op.maximum(y, relax.const(float(lo), "float32")), relax.const(float(hi), "float32"))
-            return op.astype(y, out_dtype)
+            return quantize_ops(y, np.float32(yq.scale[0]), int(yq.zero[0]), *_bounds(layer.lo, layer.hi, yq, out_dtype),
+                                out_dtype)
 
     return Rewriter(mod)
+
+
+def dequantize_ops(x, zero: int, scale: np.float32):
+    """``(x - zero) * scale`` in float32, as Relax element-wise ops (TVM's dequantize, exactly)."""
+    from tvm import relax
+
+    op = relax.op
+    xf = op.astype(x, "float32")
+    if zero:
+        xf = op.subtract(xf, relax.const(float(zero), "float32"))
+    return op.multiply(xf, relax.const(scale, "float32"))
+
+
+def quantize_ops(y, scale: np.float32, zero: int, lo: int, hi: int, dtype: str):
+    """``clamp(round(y / scale) + zero, lo, hi)`` as Relax element-wise ops (as QuantizeLinear: a
+    division, rounding half to even)."""
+    from tvm import relax
+
+    op = relax.op
+    y = op.round(op.divide(y, relax.const(scale, "float32")))
+    if zero:
+        y = op.add(y, relax.const(float(zero), "float32"))
+    y = op.minimum(op.maximum(y, relax.const(float(lo), "float32")), relax.const(float(hi), "float32"))
+    return op.astype(y, dtype)
 
 
 def _same(a: _QParams, b: _QParams) -> bool:

@@ -168,6 +168,30 @@ def test_int8_layers_accumulate_in_int32_and_use_vnni(zoo_qdq):
         assert all("vpdpbusd" in t for t in integer_convs)
 
 
+def test_int8_residual_adds_and_shifts_fuse_into_the_convs(zoo_qdq):
+    """The residual adds stay float (dequantize → add → quantize) but as element-wise ops: they keep
+    the conv's layout and fuse into the projection conv, and the uint8 copy a block output needs
+    for the next VNNI conv is made by the kernel that computes it (no kernel of their own)."""
+    import tvm
+
+    from edgert.compiler import pipeline
+    from edgert.compiler.build import to_relax
+    from edgert.compiler.targets import load_target
+    from edgert.model import load
+
+    tgt = load_target("host")
+    lowered, report = pipeline.lower(to_relax(load(zoo_qdq("mobilenetv2_digits", "int8"))), tgt, mode="default")
+    names = [gv.name_hint for gv, f in lowered.functions.items() if isinstance(f, tvm.tirx.PrimFunc)]
+    assert not report.counts.naive
+    assert not [n for n in names if "quantize" in n], names  # QDQ ops only as element-wise arithmetic
+    # Besides the convs: the input's quantize (with its one layout transpose), the pooling, the classifier.
+    others = [n for n in names if "conv2d" not in n]
+    assert len(others) == 3 and sum("transpose" in n for n in names) == 1, others
+    assert any("mean" in n for n in others) and any("matmul" in n for n in others), others
+    residual = [n for n in names if "conv2d" in n and n.index("conv2d") > len("fused_")]
+    assert len(residual) == 3, names  # the three residual adds, each inside its projection conv
+
+
 def narrow_convs(path):
     """1x1 convs 32 -> 24 -> 12 -> 16 channels: the first two have output counts that 16 lanes
     do not divide; the last is the full-width form (its epilogue was the one left scalar)."""

@@ -99,6 +99,39 @@ def divisors(n: int, lo: int = 1, hi: int | None = None) -> list[int]:
     return [d for d in range(lo, hi + 1) if n % d == 0]
 
 
+def inline_side_inputs(sch, block) -> None:
+    """Inline the element-wise blocks that feed ``block``'s epilogue from another input (a
+    residual's dequantize, fused with the conv that it is added to), so the epilogue reads the
+    input itself instead of a whole float copy made before the reduction."""
+    anchor = sch.get(block)
+    for _ in range(16):
+        around = _closure(sch, block, sch.get_producers) + _closure(sch, block, sch.get_consumers)
+        side = [b for b in sch.get_child_blocks(sch.get_sblock("root"))
+                if not sch.get(b).same_as(anchor) and not any(sch.get(b).same_as(a) for a in around)]
+        done = False
+        for b in side:
+            try:
+                sch.compute_inline(b)
+                done = True
+                break
+            except Exception:  # not element-wise (or its consumer is not): stays a loop nest
+                continue
+        if not done:
+            return
+
+
+def _closure(sch, block, step) -> list:
+    """The blocks reached from ``block`` by repeated ``step`` (get_producers/get_consumers), as stmts."""
+    seen, todo = [], [block]
+    while todo:
+        for nxt in step(todo.pop()):
+            stmt = sch.get(nxt)
+            if not any(stmt.same_as(s) for s in seen):
+                seen.append(stmt)
+                todo.append(nxt)
+    return seen
+
+
 def tile_epilogue(sch, block, scope: str, loop):
     """Write ``block``'s output through a ``scope`` cache computed under ``loop`` (the register
     tile), with its fused elementwise consumers (bias, ReLU, requantize) inlined into that

@@ -15,7 +15,15 @@ The requantize epilogue is applied to the register tile before it is stored.
 """
 from __future__ import annotations
 
-from edgert.compiler.schedules.base import CpuInfo, Knobs, ScheduleFailed, divisors, tile_epilogue, worth_parallel
+from edgert.compiler.schedules.base import (
+    CpuInfo,
+    Knobs,
+    ScheduleFailed,
+    divisors,
+    inline_side_inputs,
+    tile_epilogue,
+    worth_parallel,
+)
 
 # CpuInfo.dot → (int32 lanes per instruction, widest first; activation dtype)
 INTRINSICS = {
@@ -129,6 +137,7 @@ def apply(sch, cpu: CpuInfo, knobs: Knobs) -> None:
     _register_intrinsics(cpu.dot)
 
     _inline_copies(sch, block)
+    inline_side_inputs(sch, block)
     loops, kinds = plan["loops"], plan["kinds"]
     spatial = [i for i, k in enumerate(kinds) if k == IterVar.DataPar]
     reduce = [i for i, k in enumerate(kinds) if k == IterVar.CommReduce]

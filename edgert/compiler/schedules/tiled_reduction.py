@@ -9,7 +9,15 @@ add) are applied while the tile is still in registers.
 """
 from __future__ import annotations
 
-from edgert.compiler.schedules.base import CpuInfo, Knobs, ScheduleFailed, divisors, tile_epilogue, worth_parallel
+from edgert.compiler.schedules.base import (
+    CpuInfo,
+    Knobs,
+    ScheduleFailed,
+    divisors,
+    inline_side_inputs,
+    tile_epilogue,
+    worth_parallel,
+)
 
 
 def _anchor(sch):
@@ -94,6 +102,7 @@ def apply(sch, cpu: CpuInfo, knobs: Knobs) -> None:
                 sch.compute_inline(b)
             except Exception:
                 pass
+    inline_side_inputs(sch, block)
 
     extents = [int(sch.get(lp).extent) for lp in spatial]
     vec_extent = extents[-1]
