@@ -279,6 +279,10 @@ class HostExecutor:
         if self.options.threads is not None and self.options.threads < 1:
             raise ValueError(f"threads must be 1 or more, not {self.options.threads}")
         self.threads = self.options.threads or len(os.sched_getaffinity(0))
+        if self.threads > 1:
+            from edgert.host import parallel
+
+            parallel.load_blas()  # before _blas_libs() lists the BLAS libraries to keep on one thread
         self._blas_libs()
 
     def _blas_libs(self) -> None:

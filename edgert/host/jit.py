@@ -15,9 +15,10 @@ from typing import Any
 class Kernel:
     """A function compiled by numba on its first call; ``py_func`` is the uncompiled Python."""
 
-    def __init__(self, fn: Callable[..., Any], options: dict[str, Any]):
+    def __init__(self, fn: Callable[..., Any], options: dict[str, Any], setup: Callable[[], None] | None = None):
         self.py_func = fn
         self.options = options
+        self.setup = setup
         self._compiled: Callable[..., Any] | None = None
         self.__name__ = fn.__name__
         self.__doc__ = fn.__doc__
@@ -27,6 +28,8 @@ class Kernel:
             from edgert.model import require
 
             numba = require("numba", "host")
+            if self.setup is not None:
+                self.setup()
             self._compiled = numba.njit(cache=True, **self.options)(self.py_func)
         return self._compiled
 
@@ -34,10 +37,11 @@ class Kernel:
         return self.compiled()(*args)
 
 
-def kernel(**options: Any) -> Callable[[Callable[..., Any]], Kernel]:
-    """Decorator: ``@kernel(nogil=True, fastmath=True)``; options go to ``numba.njit``."""
+def kernel(setup: Callable[[], None] | None = None, **options: Any) -> Callable[[Callable[..., Any]], Kernel]:
+    """Decorator: ``@kernel(nogil=True, fastmath=True)``; options go to ``numba.njit``. ``setup`` runs once
+    before the first compile: it defines globals the kernel needs that import numba (e.g. LLVM intrinsics)."""
 
     def wrap(fn: Callable[..., Any]) -> Kernel:
-        return Kernel(fn, options)
+        return Kernel(fn, options, setup)
 
     return wrap

@@ -52,89 +52,80 @@ COLUMN_ALIGN = 64
 SPIN_YIELDS = 2000
 
 
-class _Spin:
-    """Two numba loops that wait without the GIL, polling a flag array between sched_yield() calls (an
-    opaque call, so every check reloads the flag). Not cached on disk: they embed the libc address."""
+class _Pool:
+    """The numba side of the helper threads: _serve, _run, _all_set compiled (and cached on disk), the shared
+    control block of native tasks and each helper's Python task counter."""
 
     def __init__(self) -> None:
-        import ctypes
-
         from edgert.model import require
 
         numba = require("numba", "host")
-        sched_yield = ctypes.CDLL(None).sched_yield  # POSIX libc; _helpers() runs single-threaded without it
-        sched_yield.restype = ctypes.c_int
-        sched_yield.argtypes = []
-
-        @numba.njit(nogil=True)
-        def changed(flag, seen, spins):  # True once flag[0] != seen; False after ``spins`` yields
-            for _ in range(spins):
-                if flag[0] != seen:
-                    return True
-                sched_yield()
-            return flag[0] != seen
-
-        @numba.njit(nogil=True)
-        def all_set(flags):  # returns when every flag is nonzero
-            i = 0
-            while i < flags.size:
-                if flags[i] == 0:
-                    sched_yield()
-                else:
-                    i += 1
-
-        self.changed, self.all_set = changed, all_set
+        jit = numba.njit(nogil=True, cache=True)
+        work = jit(_with_globals(_work, {}))
+        self.serve = jit(_with_globals(_serve, {"_work": work}))
+        self.run = jit(_with_globals(_run, {"_work": work}))
+        self.all_set = jit(_with_globals(_all_set, {}))
+        self.ctrl = np.zeros(_CTRL_WORDS, np.int64)
+        self.posted = np.zeros(64, np.int64)  # per helper slot: sequence number of its latest Python task
+        self.lock = threading.Lock()  # one native task at a time uses ctrl (another caller runs its task alone)
 
 
 class _Helper:
-    """One pool thread: runs the latest posted task, then spins briefly for the next before sleeping."""
+    """One pool thread: runs native tasks and the latest posted Python task, spins briefly for the next
+    before sleeping."""
 
-    def __init__(self, spin: _Spin) -> None:
-        self.spin = spin
-        self.posted = np.zeros(1, np.int64)  # sequence number of the latest task
+    def __init__(self, pool: _Pool, slot: int) -> None:
+        self.pool, self.slot = pool, slot
         self.task: Callable[[], None] | None = None
         self.wake = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="edgert-host", daemon=True)
         self.thread.start()
 
     def _loop(self) -> None:
-        seen = 0
+        pool, seen = self.pool, 0
         while True:
-            if not self.spin.changed(self.posted, seen, SPIN_YIELDS):
+            if not pool.serve(pool.ctrl, pool.posted, self.slot, seen, SPIN_YIELDS):
                 self.wake.wait()
                 self.wake.clear()  # a post between wait() and here is still seen: posted has changed
                 continue
-            seen = int(self.posted[0])
+            seen = int(pool.posted[self.slot])
             task = self.task
             if task is not None:
                 task()
 
     def post(self, task: Callable[[], None]) -> None:
         self.task = task
-        self.posted[0] += 1
+        self.pool.posted[self.slot] += 1
         self.wake.set()
 
 
-_SPIN: _Spin | None = None
-_NO_SPIN = False  # no libc sched_yield here (Windows): every call runs on the calling thread
+_POOL: _Pool | None = None
+_NO_POOL = False  # no libc sched_yield or numba here: every call runs on the calling thread
 _HELPERS: list[_Helper] = []
 _LOCK = threading.Lock()
 
 
-def _helpers(count: int) -> list[_Helper]:
-    global _SPIN, _NO_SPIN
+def _pool() -> _Pool | None:
+    global _POOL, _NO_POOL
     with _LOCK:
-        if _SPIN is None and not _NO_SPIN:
+        if _POOL is None and not _NO_POOL:
             try:
-                _SPIN = _Spin()
-            except (OSError, TypeError, AttributeError):
-                _NO_SPIN = True
-        if _SPIN is None:
-            return []
-        # Threads do not survive a fork: replace dead ones.
-        _HELPERS[:] = [h for h in _HELPERS if h.thread.is_alive()]
-        while len(_HELPERS) < count:
-            _HELPERS.append(_Helper(_SPIN))
+                _POOL = _Pool()
+            except Exception:  # noqa: BLE001 - e.g. numba cannot link sched_yield (not POSIX): no pool
+                _NO_POOL = True
+        return _POOL
+
+
+def _helpers(count: int) -> list[_Helper]:
+    pool = _pool()
+    if pool is None:
+        return []
+    with _LOCK:
+        # Threads do not survive a fork: replace dead ones (their slots are reused).
+        if not all(h.thread.is_alive() for h in _HELPERS):
+            _HELPERS[:] = []
+        while len(_HELPERS) < min(count, pool.posted.size):
+            _HELPERS.append(_Helper(pool, len(_HELPERS)))
         return _HELPERS[:count]
 
 
@@ -178,7 +169,7 @@ def run_bounds(fn: Callable[[int, int], None], edges: list[int], threads: int) -
         h.post(worker)
     worker()
     if helpers:
-        helpers[0].spin.all_set(done)
+        helpers[0].pool.all_set(done)
     if errors:
         raise errors[0]
 
@@ -195,4 +186,319 @@ def matmul(w: np.ndarray, x: np.ndarray, threads: int) -> np.ndarray:
         run_bounds(lambda a, b: np.matmul(w, x[..., a:b], out=out[..., a:b]), edges, threads)
     else:
         run_chunks(lambda a, b: np.matmul(w[a:b], x, out=out[..., a:b, :]), m, threads, work, 16)
+    return out
+
+
+# ---- Native tasks: the hand-off without the GIL ----------------------------------------------------------
+# A Python-level split still costs 50-150 us on the 2-core VM even with a spinning helper: the helper needs
+# the GIL to run its Python worker, and waiting for the GIL is a sleep (a futex wake later). MobileNetV2's
+# layers take 0.1-0.3 ms, so most of them ran whole on one thread. A native task never touches the GIL:
+# the helper spins in numba (_serve), claims chunks with a compare-and-swap on a shared word and calls the
+# chunk through a C function pointer (a numba cfunc taking an int64 argument block); the caller does the
+# same (_run) and then waits only for chunks a helper has claimed. Same rule as above: a stalled helper
+# leaves its unclaimed chunks to whoever is running.
+
+# Work (BLAS multiply-adds, as MIN_PARALLEL_WORK) from which a native task is split. MobileNetV2-224, 2 threads,
+# configurations alternated in one process on the 2-core VM while other jobs came and went (medians of 6
+# rounds; rounds where the second core was free in brackets): 1 thread 14.2 ms (13.9-14.7); no native split
+# 14.3; depthwise only at 1M 15.7 (11.7), at 2M 16.1 (14.7); depthwise and 1x1 convs at 1M 15.3 (11.5-12.7),
+# at 2M 13.4 (11.3-11.6). When another process holds the second core, 2 threads stay ~1-2 ms above 1 thread.
+MIN_NATIVE_WORK = 2_000_000
+# Chunks per thread of a native task: a chunk costs a compare-and-swap, not a GIL round trip, so more of
+# them bound what a descheduled helper can hold up (the caller waits only for claimed chunks).
+NATIVE_CHUNKS_PER_THREAD = 4
+
+# Words of the shared control block (int64; the contended ones on separate cache lines).
+_SEQ, _NEXT, _DONE, _FN, _ARGS, _EDGES, _HELPERS_IN, _CLOCK = 0, 8, 16, 24, 25, 26, 27, 28
+_CTRL_WORDS = 32
+# _NEXT packs (task tag, chunk count, next chunk): a claim is one compare-and-swap that fails if another
+# task was posted meanwhile (the tag), so the fields it then reads belong to the chunk it claimed.
+_TAG_SHIFT, _COUNT_SHIFT, _FIELD = 40, 20, (1 << 20) - 1
+
+# Numba intrinsics and external functions, made on first use (numba is imported lazily) and given to the
+# native functions as globals when compiled (compile_task); None until then.
+_i64_ptr = _f32_ptr = _atomic_load = _atomic_store = _cas = _fetch_add = _call_task = _sched_yield = _clock_gettime = _xxgemm = None
+
+
+def _native_globals() -> dict:
+    """The intrinsics named above (llvmlite IR: atomics, int -> pointer, a call through a function address)."""
+    global _NATIVE_GLOBALS
+    if _NATIVE_GLOBALS is not None:
+        return _NATIVE_GLOBALS
+    from llvmlite import ir
+    from numba import carray, types
+    from numba.core import cgutils
+    from numba.core.extending import intrinsic
+
+    i64 = ir.IntType(64)
+
+    def item_ptr(context, builder, aryty, ary, idx):
+        return cgutils.get_item_pointer(context, builder, aryty, context.make_array(aryty)(context, builder, ary), [idx],
+                                        wraparound=False)
+
+    def pointer_to(dtype):
+        @intrinsic
+        def to_ptr(typingctx, addr):
+            def codegen(context, builder, sig, args):
+                return builder.inttoptr(args[0], context.get_value_type(sig.return_type))
+            return types.CPointer(dtype)(types.int64), codegen
+        return to_ptr
+
+    @intrinsic
+    def atomic_load(typingctx, arr, idx):
+        def codegen(context, builder, sig, args):
+            return builder.load_atomic(item_ptr(context, builder, sig.args[0], args[0], args[1]), "seq_cst", 8)
+        return types.int64(arr, types.intp), codegen
+
+    @intrinsic
+    def atomic_store(typingctx, arr, idx, val):
+        def codegen(context, builder, sig, args):
+            builder.store_atomic(args[2], item_ptr(context, builder, sig.args[0], args[0], args[1]), "seq_cst", 8)
+            return context.get_dummy_value()
+        return types.void(arr, types.intp, types.int64), codegen
+
+    @intrinsic
+    def cas(typingctx, arr, idx, old, new):
+        def codegen(context, builder, sig, args):
+            ptr = item_ptr(context, builder, sig.args[0], args[0], args[1])
+            res = builder.cmpxchg(ptr, args[2], args[3], "seq_cst", "seq_cst")
+            return builder.extract_value(res, 1)
+        return types.boolean(arr, types.intp, types.int64, types.int64), codegen
+
+    @intrinsic
+    def fetch_add(typingctx, arr, idx, val):
+        def codegen(context, builder, sig, args):
+            return builder.atomic_rmw("add", item_ptr(context, builder, sig.args[0], args[0], args[1]), args[2], "seq_cst")
+        return types.int64(arr, types.intp, types.int64), codegen
+
+    @intrinsic
+    def call_task(typingctx, fn, args, start, stop):
+        def codegen(context, builder, sig, args_):
+            fnty = ir.FunctionType(ir.VoidType(), [i64, i64, i64])
+            builder.call(builder.inttoptr(args_[0], fnty.as_pointer()), args_[1:])
+            return context.get_dummy_value()
+        return types.void(types.int64, types.int64, types.int64, types.int64), codegen
+
+    # numba's own BLAS entry (scipy's sgemm, column-major; resolved by name, so cached code stays valid).
+    # Pointers are passed as int64: the same registers in the x86-64 and AArch64 calling conventions.
+    xxgemm = types.ExternalFunction("numba_xxgemm", types.int32(
+        types.int8, types.int8, types.int8, types.intp, types.intp, types.intp, types.int64, types.int64, types.intp,
+        types.int64, types.intp, types.int64, types.int64, types.intp))
+    _NATIVE_GLOBALS = {
+        "_i64_ptr": pointer_to(types.int64), "_f32_ptr": pointer_to(types.float32), "_atomic_load": atomic_load,
+        "_atomic_store": atomic_store, "_cas": cas, "_fetch_add": fetch_add, "_call_task": call_task,
+        "_sched_yield": types.ExternalFunction("sched_yield", types.int32()),
+        "_clock_gettime": types.ExternalFunction("clock_gettime", types.int32(types.int32, types.int64)),
+        "_xxgemm": xxgemm, "carray": carray,
+    }
+    return _NATIVE_GLOBALS
+
+
+_NATIVE_GLOBALS: dict | None = None
+
+
+def _with_globals(py_func: Callable, injected: dict) -> Callable:
+    """``py_func`` seeing ``injected`` as globals: numba compiles the dispatchers and intrinsics it calls into it,
+    and still caches it on disk (keyed by its source file, which holds the kernels it calls)."""
+    import types
+
+    f = types.FunctionType(py_func.__code__, {**py_func.__globals__, **_native_globals(), **injected}, py_func.__name__,
+                           py_func.__defaults__)
+    f.__qualname__, f.__module__ = py_func.__qualname__, py_func.__module__
+    return f
+
+
+_TASKS: dict[Callable, int] = {}
+
+
+def compile_task(py_func: Callable, **injected) -> int:
+    """Address of ``py_func(args_address, start, stop)`` compiled as a C function (numba cfunc, cached on disk):
+    a chunk of a native task, reading its arrays and sizes from the int64 block at ``args_address``. Globals
+    in ``injected`` (e.g. compiled kernels) replace the module's when it compiles."""
+    if py_func not in _TASKS:
+        from edgert.model import require
+
+        numba = require("numba", "host")
+        sig = numba.types.void(numba.types.int64, numba.types.int64, numba.types.int64)
+        _TASKS[py_func] = numba.cfunc(sig, cache=True, nogil=True)(_with_globals(py_func, injected)).address
+    return _TASKS[py_func]
+
+
+def _work(ctrl):
+    # Claim chunks of the current task and run them until none is left.
+    while True:
+        v = _atomic_load(ctrl, _NEXT)
+        i = v & _FIELD
+        if i >= (v >> _COUNT_SHIFT) & _FIELD:
+            return
+        if _cas(ctrl, _NEXT, v, v + 1):
+            edges = carray(_i64_ptr(ctrl[_EDGES]), i + 2)  # noqa: F821 - numba.carray, injected
+            _call_task(ctrl[_FN], ctrl[_ARGS], edges[i], edges[i + 1])
+            _fetch_add(ctrl, _DONE, 1)
+
+
+def _serve(ctrl, posted, slot, seen_posted, spins):
+    # A helper between Python tasks: runs native tasks as they come; returns True when a Python task is posted
+    # to it (posted[slot] changed), False after ``spins`` sched_yield() calls with nothing new.
+    seen = -1
+    idle = 0
+    while idle < spins:
+        if _atomic_load(posted, slot) != seen_posted:
+            return True
+        seq = _atomic_load(ctrl, _SEQ)
+        if seq != seen:
+            seen = seq
+            if slot < ctrl[_HELPERS_IN]:  # the task's thread count leaves this helper out
+                _work(ctrl)
+            idle = 0
+        else:
+            _sched_yield()
+            idle += 1
+    return False
+
+
+def _run(ctrl, fn, args, edges, count, helpers):
+    # The caller: post the task to helper slots [0, helpers), run chunks, then wait for the chunks helpers claimed.
+    seq = ctrl[_SEQ] + 1
+    ctrl[_HELPERS_IN] = helpers
+    ctrl[_FN] = fn
+    ctrl[_ARGS] = args
+    ctrl[_EDGES] = edges
+    _atomic_store(ctrl, _DONE, 0)
+    _atomic_store(ctrl, _NEXT, ((seq & ((1 << 23) - 1)) << _TAG_SHIFT) | (count << _COUNT_SHIFT))
+    _atomic_store(ctrl, _SEQ, seq)
+    _work(ctrl)
+    if _atomic_load(ctrl, _DONE) == count:
+        return 0
+    # Wait for chunks helpers claimed: polling first (a yield would hand this core to another process for its
+    # whole time slice), then yielding. Returns the nanoseconds waited.
+    clock = ctrl.ctypes.data + 8 * _CLOCK
+    _clock_gettime(1, clock)  # CLOCK_MONOTONIC
+    start = ctrl[_CLOCK] * 1_000_000_000 + ctrl[_CLOCK + 1]
+    polls = 0
+    while _atomic_load(ctrl, _DONE) < count:
+        polls += 1
+        if polls > POLLS:
+            _sched_yield()
+    _clock_gettime(1, clock)
+    return ctrl[_CLOCK] * 1_000_000_000 + ctrl[_CLOCK + 1] - start
+
+
+def _all_set(flags):
+    # Returns when every flag is nonzero (the Python tasks' chunks a helper started).
+    i = 0
+    while i < flags.size:
+        if flags[i] == 0:
+            _sched_yield()
+        else:
+            i += 1
+
+
+class _Backoff:
+    """When the caller had to wait long for a helper's chunk (its thread descheduled mid-chunk: another
+    process holds that core), the next ``skip`` native tasks run on the calling thread alone; ``skip``
+    doubles with every stalled try (up to MAX_SKIP) and resets after a clean one. On a busy host this
+    keeps 2 threads near 1 thread's time instead of paying a descheduling (milliseconds) on every layer."""
+
+    def __init__(self) -> None:
+        self.skip = 0  # tasks left to run alone
+        self.next_skip = MIN_SKIP
+
+    def take(self) -> bool:
+        """True when this task may use helpers."""
+        if self.skip > 0:
+            self.skip -= 1
+            return False
+        return True
+
+    def record(self, stalled: bool) -> None:
+        if stalled:
+            self.skip, self.next_skip = self.next_skip, min(2 * self.next_skip, MAX_SKIP)
+        else:
+            self.next_skip = MIN_SKIP
+
+
+# A wait this long (ns) for helpers' chunks counts as a stall: a chunk of a split task takes well under
+# 100 us on MobileNetV2; a descheduled thread, milliseconds.
+STALL_NS = 1_000_000
+# The caller polls this many times (~20-50 ns each) for helpers' chunks before it yields its core.
+POLLS = 20_000
+MIN_SKIP, MAX_SKIP = 64, 4096  # native tasks run alone after a stall (doubling while stalls go on)
+_BACKOFF = _Backoff()
+
+
+def native_bounds(n: int, threads: int, work: float, min_size: int = 1, align: int = 1) -> np.ndarray:
+    """Chunk boundaries of a native task: one chunk below MIN_NATIVE_WORK, else up to NATIVE_CHUNKS_PER_THREAD
+    per thread (each at least ``min_size`` items, inner boundaries multiples of ``align``)."""
+    chunks = 1 if threads <= 1 or work < MIN_NATIVE_WORK else min(n // max(1, min_size), NATIVE_CHUNKS_PER_THREAD * threads)
+    if chunks <= 1:
+        return np.array([0, n], np.int64)
+    inner = {min(n, align * round(i * n / (chunks * align))) for i in range(1, chunks)}
+    return np.array(sorted(inner - {0, n} | {0, n}), np.int64)
+
+
+def run_native(task: int, args: np.ndarray, edges: np.ndarray, threads: int) -> None:
+    """Run the native task ``task`` (compile_task) on the int64 argument block ``args`` over the chunks
+    ``edges`` (int64), shared by the calling thread and up to ``threads - 1`` helpers."""
+    pool = _pool() if threads > 1 and edges.size > 2 else None
+    if pool is None or not pool.lock.acquire(blocking=False):
+        # One thread, or another caller's task holds the pool: run every chunk here (a private block).
+        pool = pool or _pool()
+        if pool is None:
+            raise RuntimeError("edgert's native tasks need numba (pip install 'edgert[host]')")
+        pool.run(np.zeros(_CTRL_WORDS, np.int64), task, args.ctypes.data, edges.ctypes.data, edges.size - 1, 0)
+        return
+    try:
+        helpers = _helpers(min(threads, edges.size - 1) - 1) if _BACKOFF.take() else []
+        for h in helpers:
+            h.wake.set()
+        waited = pool.run(pool.ctrl, task, args.ctypes.data, edges.ctypes.data, edges.size - 1, len(helpers))
+        if helpers:
+            _BACKOFF.record(waited >= STALL_NS)
+    finally:
+        pool.lock.release()
+
+
+def _gemm_task(args, start, stop):
+    # Columns [start, stop) of out (batch, M, L) = w (M, K) @ x (batch, K, L), all row-major float32. BLAS is
+    # column-major: out^T = x^T w^T, each a row-major array read with its row length as leading dimension.
+    a = carray(_i64_ptr(args), 10)  # noqa: F821 - numba.carray, injected
+    w, x, out, m, k, cols, batch = a[0], a[1], a[2], a[3], a[4], a[5], a[6]
+    alpha = args + 8 * 7  # a[7]: float32 1.0, a[8]: float32 0.0
+    beta = args + 8 * 8
+    for i in range(batch):
+        xb = x + 4 * (i * k * cols + start)
+        ob = out + 4 * (i * m * cols + start)
+        _xxgemm(115, 110, 110, stop - start, m, k, alpha, xb, cols, w, k, beta, ob, cols)  # 's', 'n', 'n'
+
+
+def _gemm_args(w: np.ndarray, x: np.ndarray, out: np.ndarray) -> np.ndarray:
+    m, k = w.shape
+    args = np.zeros(10, np.int64)
+    args[:7] = (w.ctypes.data, x.ctypes.data, out.ctypes.data, m, k, x.shape[-1], math.prod(x.shape[:-2]))
+    args[7:9].view(np.float32)[::2] = (1.0, 0.0)  # little-endian: the low half of each word
+    return args
+
+
+def load_blas() -> None:
+    """Load the BLAS native products call (numba's: scipy's OpenBLAS) now, so that the executor's one-BLAS-
+    thread setting covers it: left at its default, each split product's blocks ran on OpenBLAS's own threads
+    too, and MobileNetV2 at 2 threads took 350-800 ms instead of 16."""
+    try:
+        import scipy.linalg.cython_blas  # noqa: F401
+    except ImportError:
+        pass  # numba's products then raise on first use, naming scipy
+
+
+def native_matmul(w: np.ndarray, x: np.ndarray, threads: int) -> np.ndarray:
+    """w (M, K) @ x (K, L) or (N, K, L), float32, split by columns of x over a native task (BLAS on each block)."""
+    w = np.ascontiguousarray(w, np.float32)
+    x = np.ascontiguousarray(x, np.float32)
+    m, k = w.shape
+    cols = x.shape[-1]
+    edges = native_bounds(cols, threads, m * k * math.prod(x.shape[:-2]) * cols, COLUMN_ALIGN // 2, 16)
+    if edges.size == 2:
+        return np.matmul(w, x)  # numpy's BLAS: faster than scipy's on some of these shapes
+    out = np.empty((*x.shape[:-2], m, cols), np.float32)
+    run_native(compile_task(_gemm_task), _gemm_args(w, x, out), edges, threads)
     return out

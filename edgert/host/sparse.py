@@ -1,8 +1,10 @@
-"""CSR weights and the Numba kernel that multiplies them with dense activations.
+"""CSR weights and the Numba kernels that multiply them with dense activations.
 
 A constant weight matrix W (rows = output channels) with enough zeros is
 packed once at load; ``csr_matmul`` computes W @ X row by row, each nonzero
-adding a scaled row of X (contiguous, vectorised), rows in parallel.
+adding a scaled row of X (contiguous, vectorised), rows in parallel. With one
+to MATVEC_COLUMNS columns (batch-1 Gemm/MatMul) each row is a gathered dot
+product instead, vectorised by hand in LLVM IR (``_gathered_dot``).
 """
 from __future__ import annotations
 
@@ -78,13 +80,110 @@ def _csr_matmul(indptr, indices, data, x, out, start, stop):
             p += 1
 
 
-@kernel(nogil=True)
+# Nonzeros per step of the vectorised mat-vec: four 64-bit loads of four uint16 column indices each,
+# the 16 x values they name loaded one by one into a vector, one vector FMA with 16 contiguous values.
+GATHER_LANES = 16
+_gathered_dot = None  # set by _define_gathered_dot() before _csr_matvec compiles (it needs numba)
+
+
+def _define_gathered_dot() -> None:
+    """Define ``_gathered_dot(indices, data, x, p, q) -> float32``, the sum of data[i] * x[indices[i]]
+    over [p, q), (q - p) a multiple of GATHER_LANES, written as LLVM IR because numba has no vector types.
+
+    Why not numba's loop: the scalar loop does three loads a nonzero (index, value, x), so Zen 4's three
+    load ports allow one nonzero a cycle; with fastmath LLVM vectorises it into AVX-512 gathers, 3.7x
+    slower there (explicit 8- or 16-lane gathers: 1.4-2x slower than the scalar loop). Here four indices come in
+    one load (split with shifts) and the values in one vector load, 21 loads per 16 nonzeros; the x
+    values go into lanes with vinsertps from memory. 1024x1024 at 80% zeros, 1 thread: 47.6 us against
+    65.8 us for the scalar loop and 55.8 us for BLAS GEMV (medians of 8 alternated repeats in one
+    process). Also measured and rejected: a bitmap format (per 16 columns a uint16 mask, the nonzeros
+    packed, ``vexpandps`` into the contiguous x slice): on Zen 4 vexpandps runs at one per ~2.8 cycles
+    (memory or register form), so 1024x1024 takes >= 50 us at any sparsity (62-70 us measured at 80%).
+    Portable: LLVM lowers the <16 x float> operations to whatever vector width the host has."""
+    global _gathered_dot
+    if _gathered_dot is not None:
+        return
+    from llvmlite import ir
+    from numba import types
+    from numba.core.errors import TypingError
+    from numba.extending import intrinsic
+
+    lanes = GATHER_LANES
+    f32, i32, i64 = ir.FloatType(), ir.IntType(32), ir.IntType(64)
+    vec = ir.VectorType(f32, lanes)
+
+    @intrinsic
+    def gathered_dot(typingctx, indices, data, x, p, q):
+        ok = (isinstance(indices, types.Array) and indices.dtype == types.uint16 and isinstance(data, types.Array)
+              and data.dtype == types.float32 and isinstance(x, types.Array) and x.dtype == types.float32
+              and all(a.ndim == 1 and a.layout == "C" for a in (indices, data, x)))
+        if not ok:
+            raise TypingError("_gathered_dot takes contiguous 1-D uint16 indices, float32 data and float32 x")
+        sig = types.float32(indices, data, x, types.int64, types.int64)
+
+        def codegen(context, builder, signature, args):
+            ip, dp, xp = (context.make_array(t)(context, builder, a).data for t, a in zip(signature.args[:3], args[:3], strict=True))
+            p0, q = args[3], args[4]
+            mod = builder.module
+            fma_ty = ir.FunctionType(vec, [vec, vec, vec])
+            fma = mod.globals.get(f"llvm.fma.v{lanes}f32") or ir.Function(mod, fma_ty, f"llvm.fma.v{lanes}f32")
+            zero = ir.Constant(vec, None)
+            fn, pre = builder.function, builder.block
+            head, body, done = (fn.append_basic_block(f"gdot.{n}") for n in ("head", "body", "done"))
+            builder.branch(head)
+            builder.position_at_end(head)
+            p = builder.phi(i64)
+            acc = builder.phi(vec)
+            p.add_incoming(p0, pre)
+            acc.add_incoming(zero, pre)
+            builder.cbranch(builder.icmp_signed("<", p, q), body, done)
+            builder.position_at_end(body)
+            xv = ir.Constant(vec, None)
+            for g in range(lanes // 4):
+                word_ptr = builder.bitcast(builder.gep(ip, [builder.add(p, ir.Constant(i64, 4 * g))]), ir.PointerType(i64))
+                word = builder.load(word_ptr, align=2)
+                for e in range(4):
+                    j = builder.and_(builder.lshr(word, ir.Constant(i64, 16 * e)), ir.Constant(i64, 0xFFFF))
+                    xv = builder.insert_element(xv, builder.load(builder.gep(xp, [j]), align=4), ir.Constant(i32, 4 * g + e))
+            vals = builder.load(builder.bitcast(builder.gep(dp, [p]), ir.PointerType(vec)), align=4)
+            new_acc = builder.call(fma, [vals, xv, acc])
+            p.add_incoming(builder.add(p, ir.Constant(i64, lanes)), builder.block)
+            acc.add_incoming(new_acc, builder.block)
+            builder.branch(head)
+            builder.position_at_end(done)
+            total, n = acc, lanes
+            while n > 1:  # pairwise horizontal sum
+                half = n // 2
+                lo = builder.shuffle_vector(total, total, ir.Constant(ir.VectorType(i32, half), list(range(half))))
+                hi = builder.shuffle_vector(total, total, ir.Constant(ir.VectorType(i32, half), list(range(half, n))))
+                total, n = builder.fadd(lo, hi), half
+            return builder.extract_element(total, ir.Constant(i32, 0))
+
+        return sig, codegen
+
+    _gathered_dot = gathered_dot
+
+
+@kernel(nogil=True, setup=_define_gathered_dot)
 def _csr_matvec(indptr, indices, data, x, out, start, stop):
-    # One column: a gathered dot product per row, four partial sums to hide the add latency. Scalar
-    # loads: AVX-512 gathers (what fastmath lets LLVM vectorise this into) ran 3.7x slower on Zen 4.
-    # With unsigned indices and a start known not to be negative no load needs numba's negative-index
-    # wraparound (1024x1024 at 80% zeros: int32 indices 188 us, uint16 115 us, and the bound 65 us,
-    # ~1 nonzero a cycle).
+    # One column, uint16 indices: GATHER_LANES nonzeros a step in _gathered_dot, the rest here.
+    for r in range(start, stop):
+        p = max(indptr[r], 0)
+        end = indptr[r + 1]
+        q = end - (end - p) % GATHER_LANES
+        acc = _gathered_dot(indices, data, x, p, q)
+        while q < end:
+            acc += data[q] * x[indices[q]]
+            q += 1
+        out[r] = acc
+
+
+@kernel(nogil=True)
+def _csr_matvec_scalar(indptr, indices, data, x, out, start, stop):
+    # One column, any index type (uint32 past 65536 columns): a gathered dot product per row, four partial
+    # sums to hide the add latency. With unsigned indices and a start known not to be negative no load
+    # needs numba's negative-index wraparound (1024x1024 at 80% zeros: int32 indices 188 us, uint16 115
+    # us, and the bound 65 us, ~1 nonzero a cycle).
     for r in range(start, stop):
         a0 = np.float32(0)
         a1 = np.float32(0)
@@ -107,9 +206,9 @@ def _csr_matvec(indptr, indices, data, x, out, start, stop):
 # Up to this many columns, one gathered dot product per column beats the row-axpy kernel.
 MATVEC_COLUMNS = 4
 # Time per nonzero (and column) in BLAS multiply-adds (20-30 ps), the unit of edgert.host.parallel's
-# work: the gathered dot product takes ~0.32 ns a nonzero, the row-axpy kernel ~45 ps a nonzero and
-# column (256x256 @ 784 columns at 80% zeros: 0.42-0.51 ms, dense BLAS 0.99 ms).
-MATVEC_COST = 10
+# work: the vectorised mat-vec takes ~0.22 ns a nonzero (the scalar one ~0.32 ns), the row-axpy kernel
+# ~45 ps a nonzero and column (256x256 @ 784 columns at 80% zeros: 0.42-0.51 ms, dense BLAS 0.99 ms).
+MATVEC_COST = 8
 AXPY_COST = 2
 
 
@@ -119,8 +218,9 @@ def csr_matmul(w: CSR, x: np.ndarray, threads: int = 1) -> np.ndarray:
     if x.shape[1] <= MATVEC_COLUMNS:
         xt = np.ascontiguousarray(x.T, dtype=w.data.dtype)
         out_t = np.empty((x.shape[1], w.shape[0]), dtype=w.data.dtype)
+        matvec = _csr_matvec if w.indices.dtype == np.uint16 else _csr_matvec_scalar
         for j in range(x.shape[1]):
-            parallel.run_chunks(lambda a, b, j=j: _csr_matvec(w.indptr, w.indices, w.data, xt[j], out_t[j], a, b),
+            parallel.run_chunks(lambda a, b, j=j: matvec(w.indptr, w.indices, w.data, xt[j], out_t[j], a, b),
                                 w.shape[0], threads, MATVEC_COST * work)
         return out_t.T
     x = np.ascontiguousarray(x, dtype=w.data.dtype)
@@ -135,9 +235,12 @@ def csr_matmul(w: CSR, x: np.ndarray, threads: int = 1) -> np.ndarray:
 # 0.70x of dense speed at 50% zeros, 1.35x at 70%, 1.84x at 80% (1 thread).
 SPARSE_THRESHOLD = 0.7
 # Matrix-vector products (batch-1 Gemm/MatMul) against BLAS GEMV, which streams the dense weight at
-# ~70 GB/s: a 1024x1024 weight ran 0.59x of dense speed at 70%, 0.78x at 80%, 1.31x at 90%, 2.1x at 95%
-# (1 thread); the gathered dot product does ~1 nonzero a cycle, so the crossover sits near 83%.
-MATVEC_SPARSE_THRESHOLD = 0.85
+# ~70 GB/s: with _gathered_dot a 1024x1024 weight ran 0.65-0.88x of dense speed at 70%, 0.67-0.98x at
+# 75%, 1.08-1.10x at 80%, 1.43-1.51x at 85%, 1.96-2.08x at 90% (1 thread, medians of 3 alternated
+# repeats, 4 processes; Zen 4). The scalar kernel that uint32 indices (past 65536 columns) take ran
+# 0.78x at 80%, 1.31x at 90%: its crossover sits near 83%.
+MATVEC_SPARSE_THRESHOLD = 0.8
+MATVEC_SCALAR_SPARSE_THRESHOLD = 0.85
 
 
 def maybe_csr(w2d: np.ndarray, threshold: float | None) -> CSR | None:
@@ -150,4 +253,6 @@ def maybe_csr(w2d: np.ndarray, threshold: float | None) -> CSR | None:
 
 def worth_it(csr: CSR, columns: int, threshold: float | None) -> bool:
     """Whether this product should take the CSR kernel: a matrix-vector product needs more zeros by default."""
-    return threshold is not None or columns > MATVEC_COLUMNS or 1 - csr.density >= MATVEC_SPARSE_THRESHOLD
+    if threshold is not None or columns > MATVEC_COLUMNS:
+        return True
+    return 1 - csr.density >= (MATVEC_SPARSE_THRESHOLD if csr.indices.dtype == np.uint16 else MATVEC_SCALAR_SPARSE_THRESHOLD)

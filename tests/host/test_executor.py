@@ -188,3 +188,27 @@ def test_default_sparse_choice_follows_the_measured_crossovers(sparsity, wide, c
     y = HostExecutor(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])).run({"x": x})["y"]
     assert bool(calls) == csr
     np.testing.assert_allclose(y, x @ w.T, rtol=1e-5, atol=1e-5)
+
+
+def test_pruned_batch1_gemm_takes_the_vectorised_matvec_by_default(monkeypatch):
+    """A batch-1 Gemm whose weight has MATVEC_SPARSE_THRESHOLD zeros runs _csr_matvec (uint16 indices)
+    without options, and matches onnxruntime within 1e-5 relative to the output's largest magnitude."""
+    from edgert.host import HostExecutor, sparse
+
+    calls = []
+    real = sparse._csr_matvec
+    monkeypatch.setattr(sparse, "_csr_matvec", lambda *a: (calls.append(1), real(*a)))
+    w = RNG.standard_normal((96, 200)).astype(np.float32)  # 200 columns: 12 steps of 16 and a remainder
+    w[np.abs(w) < np.quantile(np.abs(w), 0.85)] = 0
+    assert sparse.sparsity(w) >= sparse.MATVEC_SPARSE_THRESHOLD
+    b = RNG.standard_normal(96).astype(np.float32)
+    graph = helper.make_graph([helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=1)], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 200])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              initializer=[numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = {"x": RNG.standard_normal((1, 200)).astype(np.float32)}
+    y = HostExecutor(model).run(x)["y"]
+    assert calls
+    want = _ort(model, x)[0]
+    np.testing.assert_allclose(y, want, rtol=0, atol=1e-5 * float(np.abs(want).max()))

@@ -44,6 +44,30 @@ def test_csr_kernel_matches_numpy(sparsity, columns):
     np.testing.assert_allclose(csr_matmul_numpy(csr, x), w @ x, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("shape", [(40, 300), (9, 17), (6, 1024)])  # column counts around and past the 16 lanes
+@pytest.mark.parametrize("sparsity", [0.0, 0.8, 0.95, 1.0])
+def test_vectorised_matvec_matches_numpy(shape, sparsity):
+    """The batch-1 kernel (_gathered_dot: 16 nonzeros a step, the remainder scalar) against the NumPy twin,
+    with empty rows, rows shorter and longer than 16 nonzeros; error bound 1e-5 * (|W| @ |x|) per output
+    (float32 sums of up to 1024 products in another order than BLAS)."""
+    from edgert.host.sparse import _csr_matvec, csr_matmul, csr_matmul_numpy, to_csr
+
+    w = RNG.standard_normal(shape).astype(np.float32)
+    w[RNG.random(shape) < sparsity] = 0
+    w[shape[0] // 2] = 0  # an empty row
+    w[0, : min(shape[1], 21)] = 1.5  # a row with a remainder after one 16-lane step
+    x = RNG.standard_normal((shape[1], 1)).astype(np.float32)
+    csr = to_csr(w)
+    assert csr.indices.dtype == np.uint16
+    bound = 1e-5 * (np.abs(w) @ np.abs(x)) + 1e-30
+    assert (np.abs(csr_matmul(csr, x) - csr_matmul_numpy(csr, x)) <= bound).all()
+    # A row range (the threads' split) writes only its rows.
+    out = np.full(shape[0], np.nan, np.float32)
+    _csr_matvec(csr.indptr, csr.indices, csr.data, x[:, 0].copy(), out, 1, shape[0] - 1)
+    assert np.isnan(out[[0, -1]]).all()
+    assert (np.abs(out[1:-1] - (w @ x)[1:-1, 0]) <= bound[1:-1, 0]).all()
+
+
 @pytest.mark.parametrize("columns", [1, 6])
 def test_csr_kernels_take_32_bit_indices_past_65536_columns(columns):
     from edgert.host.sparse import csr_matmul, to_csr
@@ -132,3 +156,25 @@ def test_kernels_are_cached_on_disk(tmp_path):
     assert list(tmp_path.rglob("*.nbi")) and list(tmp_path.rglob("*.nbc"))
     second = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
     assert int(second.stdout.split()[-1]) >= 1
+
+
+@pytest.mark.parametrize("size,stride", [(9, 1), (11, 2), (50, 1), (53, 2)])  # both kernels (DEPTHWISE_WIDE = 48)
+def test_depthwise_split_over_native_threads_matches_numpy(size, stride, monkeypatch):
+    """The depthwise kernel as a native task (edgert.host.parallel.run_native): channel chunks on the
+    caller and helper threads, arguments passed through the int64 block, clamp bounds included."""
+    from edgert.host import parallel
+    from edgert.host.ops.conv import depthwise2d, depthwise_numpy
+
+    monkeypatch.setattr(parallel, "MIN_NATIVE_WORK", 0)
+    calls = []
+    real = parallel.run_native
+    monkeypatch.setattr(parallel, "run_native", lambda *a: (calls.append(a[2].size - 1), real(*a)))
+    x = RNG.standard_normal((2, 5, size, size + 1)).astype(np.float32)
+    w = RNG.standard_normal((5, 3, 3)).astype(np.float32)
+    b = RNG.standard_normal(5).astype(np.float32)
+    out_shape = ((size - 1) // stride + 1, size // stride + 1)
+    args = (w, (stride, stride), (1, 1), (1, 1), out_shape)
+    want = np.clip(depthwise_numpy(x, *args) + b[None, :, None, None], -0.5, 1.5)
+    for threads in (2, 3):
+        np.testing.assert_allclose(depthwise2d(x, *args, bias=b, clip=(-0.5, 1.5), threads=threads), want, rtol=1e-5, atol=1e-5)
+    assert calls and min(calls) > 2  # it ran as a split native task

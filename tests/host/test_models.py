@@ -57,6 +57,20 @@ def test_real_cnn_architecture_matches_onnxruntime(name, data_dir):
     _compare(data_dir / name, threads=2 if name.startswith("mobilenet") else 1)
 
 
+
+@pytest.mark.parametrize("name", ["mobilenetv2_mini.onnx", "shufflenet_mini.onnx"])
+def test_real_cnn_with_every_kernel_split_over_native_threads_matches_onnxruntime(name, data_dir, monkeypatch):
+    """Every depthwise and 1x1 convolution split into native-task chunks on 2 threads (MIN_NATIVE_WORK=0):
+    the same tolerance as above."""
+    from edgert.host import parallel
+
+    monkeypatch.setattr(parallel, "MIN_NATIVE_WORK", 0)
+    calls = []
+    real = parallel.run_native
+    monkeypatch.setattr(parallel, "run_native", lambda *a: (calls.append(a[2].size - 1), real(*a)))
+    _compare(data_dir / name, threads=2)
+    assert len(calls) >= 3 and min(calls) >= 2  # the split path ran
+
 class _Reader:
     def __init__(self, path, n=4):
         self.it = iter([_feeds(path, seed) for seed in range(n)])

@@ -141,6 +141,32 @@ def _depthwise2d_wide(x, w, bias, lo, hi, out, sh, sw, dh, dw, top, left, hq, wq
                 of[nc, d0 + u(j)] = hi if v > hi else (lo if v < lo else v)  # a select: vectorises
 
 
+def _depthwise_task(args, start, stop):
+    # A native task (edgert.host.parallel.compile_task): channels [start, stop) of depthwise2d, its arguments
+    # read from the int64 block at ``args`` (_depthwise_args). Compiled from this file, so its disk cache is
+    # invalidated with the kernels it calls.
+    a = carray(_i64_ptr(args), 24)  # noqa: F821 - injected by compile_task
+    f = carray(_f32_ptr(args + 8 * 22), 3)  # noqa: F821 - lo, hi: the low halves of words 22, 23
+    n, c, h, wd, kh, kw, oh, ow = a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11]
+    lo, hi = f[0], f[2]
+    x = carray(_f32_ptr(a[0]), (n, c, h, wd))  # noqa: F821
+    w = carray(_f32_ptr(a[1]), (c, kh, kw))  # noqa: F821
+    bias = carray(_f32_ptr(a[2]), c)  # noqa: F821
+    out = carray(_f32_ptr(a[3]), (n, c, oh, ow))  # noqa: F821
+    if a[21]:
+        _depthwise2d_wide(x, w, bias, lo, hi, out, a[12], a[13], a[14], a[15], a[16], a[17], a[18], a[19], start, stop)
+    else:
+        _depthwise2d(x, w, bias, lo, hi, out, a[12], a[13], a[14], a[15], a[16], a[17], a[18], a[19], start, stop)
+
+
+def _depthwise_args(x, w, b, out, strides, dilations, pads_begin, hq, wq, wide, lo, hi) -> np.ndarray:
+    args = np.zeros(24, np.int64)
+    args[:22] = (x.ctypes.data, w.ctypes.data, b.ctypes.data, out.ctypes.data, *x.shape, *w.shape[1:], *out.shape[2:],
+                 *strides, *dilations, *pads_begin, hq, wq, 0, wide)
+    args[22:].view(np.float32)[::2] = (lo, hi)  # little-endian: the low half of each word
+    return args
+
+
 def depthwise2d(x: np.ndarray, w: np.ndarray, strides, dilations, pads_begin, out_shape, bias=None,
                 clip=(-np.inf, np.inf), threads: int = 1) -> np.ndarray:
     """Depthwise 2-D convolution (Numba) of an unpadded input, zero padding ``pads_begin`` before
@@ -157,9 +183,16 @@ def depthwise2d(x: np.ndarray, w: np.ndarray, strides, dilations, pads_begin, ou
     x = np.ascontiguousarray(x, np.float32)
     w = np.ascontiguousarray(w, np.float32)
     lo, hi = np.float32(clip[0]), np.float32(clip[1])
-    fn = _depthwise2d_wide if wd >= DEPTHWISE_WIDE else _depthwise2d
-    parallel.run_chunks(lambda s, e: fn(x, w, b, lo, hi, out, sh, sw, dilations[0], dilations[1], top, left, hq, wq, s, e),
-                        n * c, threads, DEPTHWISE_COST * n * c * (3 * sh * sw * hq * wq + oh * wq * kh * kw))
+    wide = wd >= DEPTHWISE_WIDE
+    fn = _depthwise2d_wide if wide else _depthwise2d
+    edges = parallel.native_bounds(n * c, threads, DEPTHWISE_COST * n * c * (3 * sh * sw * hq * wq + oh * wq * kh * kw))
+    if edges.size == 2:
+        fn(x, w, b, lo, hi, out, sh, sw, dilations[0], dilations[1], top, left, hq, wq, 0, n * c)
+        return out
+    task = parallel.compile_task(_depthwise_task, _depthwise2d=_depthwise2d.compiled(),
+                                 _depthwise2d_wide=_depthwise2d_wide.compiled())
+    parallel.run_native(task, _depthwise_args(x, w, b, out, strides, dilations, pads_begin, hq, wq, wide, lo, hi),
+                        edges, threads)
     return out
 
 
@@ -237,6 +270,8 @@ def conv(ctx, x, w, b=None):
         cols = xg.reshape(n, xg.shape[1], -1) if pointwise else im2col(xg, kernel_shape, strides, dilations, out_shape)
         if csr is not None:
             outs.append(np.stack([csr_matmul(csr, cols[i], ctx.threads) for i in range(n)]))
+        elif cols.dtype == np.float32 and w2[g].dtype == np.float32:
+            outs.append(parallel.native_matmul(w2[g], cols, ctx.threads))
         else:
             outs.append(parallel.matmul(w2[g], cols, ctx.threads))
     y = np.ascontiguousarray(outs[0] if group == 1 else np.concatenate(outs, axis=1))  # in place below
