@@ -218,6 +218,7 @@ _TAG_SHIFT, _COUNT_SHIFT, _FIELD = 40, 20, (1 << 20) - 1
 # Numba intrinsics and external functions, made on first use (numba is imported lazily) and given to the
 # native functions as globals when compiled (compile_task); None until then.
 _i64_ptr = _f32_ptr = _atomic_load = _atomic_store = _cas = _fetch_add = _call_task = _sched_yield = _clock_gettime = _xxgemm = None
+_call_sgemm = None
 
 
 def _native_globals() -> dict:
@@ -279,6 +280,22 @@ def _native_globals() -> dict:
             return context.get_dummy_value()
         return types.void(types.int64, types.int64, types.int64, types.int64), codegen
 
+    @intrinsic
+    def call_sgemm(typingctx, fn, m, n, k, a, lda, b, ldb, c, ldc):
+        # cblas_sgemm of an ILP64 OpenBLAS at address ``fn``: row-major C (m x n) = A (m x k) @ B (k x n),
+        # alpha 1, beta 0; pointers and sizes as int64 (the address comes in the task's argument block, so
+        # the compiled code holds none and stays valid in the disk cache).
+        def codegen(context, builder, sig, args_):
+            f32, i32, ptr = ir.FloatType(), ir.IntType(32), ir.IntType(8).as_pointer()
+            fnty = ir.FunctionType(ir.VoidType(), [i32, i32, i32, i64, i64, i64, f32, ptr, i64, ptr, i64, f32, ptr, i64])
+            fn_, m_, n_, k_, a_, lda_, b_, ldb_, c_, ldc_ = args_
+            builder.call(builder.inttoptr(fn_, fnty.as_pointer()), [
+                ir.Constant(i32, 101), ir.Constant(i32, 111), ir.Constant(i32, 111), m_, n_, k_, ir.Constant(f32, 1.0),
+                builder.inttoptr(a_, ptr), lda_, builder.inttoptr(b_, ptr), ldb_, ir.Constant(f32, 0.0),
+                builder.inttoptr(c_, ptr), ldc_])
+            return context.get_dummy_value()
+        return types.void(*([types.int64] * 10)), codegen
+
     # numba's own BLAS entry (scipy's sgemm, column-major; resolved by name, so cached code stays valid).
     # Pointers are passed as int64: the same registers in the x86-64 and AArch64 calling conventions.
     xxgemm = types.ExternalFunction("numba_xxgemm", types.int32(
@@ -289,7 +306,7 @@ def _native_globals() -> dict:
         "_atomic_store": atomic_store, "_cas": cas, "_fetch_add": fetch_add, "_call_task": call_task,
         "_sched_yield": types.ExternalFunction("sched_yield", types.int32()),
         "_clock_gettime": types.ExternalFunction("clock_gettime", types.int32(types.int32, types.int64)),
-        "_xxgemm": xxgemm, "carray": carray,
+        "_xxgemm": xxgemm, "_call_sgemm": call_sgemm, "carray": carray,
     }
     return _NATIVE_GLOBALS
 
@@ -325,16 +342,18 @@ def compile_task(py_func: Callable, **injected) -> int:
 
 
 def _work(ctrl):
-    # Claim chunks of the current task and run them until none is left.
+    # Claim chunks of the current task and run them until none is left; returns how many this thread ran.
+    ran = 0
     while True:
         v = _atomic_load(ctrl, _NEXT)
         i = v & _FIELD
         if i >= (v >> _COUNT_SHIFT) & _FIELD:
-            return
+            return ran
         if _cas(ctrl, _NEXT, v, v + 1):
             edges = carray(_i64_ptr(ctrl[_EDGES]), i + 2)  # noqa: F821 - numba.carray, injected
             _call_task(ctrl[_FN], ctrl[_ARGS], edges[i], edges[i + 1])
             _fetch_add(ctrl, _DONE, 1)
+            ran += 1
 
 
 def _serve(ctrl, posted, slot, seen_posted, spins):
@@ -367,13 +386,15 @@ def _run(ctrl, fn, args, edges, count, helpers):
     _atomic_store(ctrl, _DONE, 0)
     _atomic_store(ctrl, _NEXT, ((seq & ((1 << 23) - 1)) << _TAG_SHIFT) | (count << _COUNT_SHIFT))
     _atomic_store(ctrl, _SEQ, seq)
-    _work(ctrl)
+    clock = ctrl.ctypes.data + 8 * _CLOCK
+    _clock_gettime(1, clock)  # CLOCK_MONOTONIC
+    began = ctrl[_CLOCK] * 1_000_000_000 + ctrl[_CLOCK + 1]
+    ran = _work(ctrl)
     if _atomic_load(ctrl, _DONE) == count:
         return 0
     # Wait for chunks helpers claimed: polling first (a yield would hand this core to another process for its
-    # whole time slice), then yielding. Returns the nanoseconds waited.
-    clock = ctrl.ctypes.data + 8 * _CLOCK
-    _clock_gettime(1, clock)  # CLOCK_MONOTONIC
+    # whole time slice), then yielding.
+    _clock_gettime(1, clock)
     start = ctrl[_CLOCK] * 1_000_000_000 + ctrl[_CLOCK + 1]
     polls = 0
     while _atomic_load(ctrl, _DONE) < count:
@@ -381,7 +402,10 @@ def _run(ctrl, fn, args, edges, count, helpers):
         if polls > POLLS:
             _sched_yield()
     _clock_gettime(1, clock)
-    return ctrl[_CLOCK] * 1_000_000_000 + ctrl[_CLOCK + 1] - start
+    # Returns the nanoseconds waited beyond two of this thread's own chunks: a helper's chunk that started
+    # late may legitimately take that long; a descheduled helper holds it up far longer.
+    own = (start - began) // ran if ran > 0 else 0
+    return ctrl[_CLOCK] * 1_000_000_000 + ctrl[_CLOCK + 1] - start - 2 * own
 
 
 def _all_set(flags):
@@ -469,7 +493,10 @@ def _gemm_task(args, start, stop):
     for i in range(batch):
         xb = x + 4 * (i * k * cols + start)
         ob = out + 4 * (i * m * cols + start)
-        _xxgemm(115, 110, 110, stop - start, m, k, alpha, xb, cols, w, k, beta, ob, cols)  # 's', 'n', 'n'
+        if a[9]:  # numpy's OpenBLAS (numpy_sgemm)
+            _call_sgemm(a[9], m, stop - start, k, w, k, xb, cols, ob, cols)
+        else:
+            _xxgemm(115, 110, 110, stop - start, m, k, alpha, xb, cols, w, k, beta, ob, cols)  # 's', 'n', 'n'
 
 
 def _gemm_args(w: np.ndarray, x: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -477,7 +504,34 @@ def _gemm_args(w: np.ndarray, x: np.ndarray, out: np.ndarray) -> np.ndarray:
     args = np.zeros(10, np.int64)
     args[:7] = (w.ctypes.data, x.ctypes.data, out.ctypes.data, m, k, x.shape[-1], math.prod(x.shape[:-2]))
     args[7:9].view(np.float32)[::2] = (1.0, 0.0)  # little-endian: the low half of each word
+    args[9] = numpy_sgemm()
     return args
+
+
+_NUMPY_SGEMM: int | None = None
+
+
+def numpy_sgemm() -> int:
+    """Address of numpy's own OpenBLAS ``cblas_sgemm`` (ILP64, as numpy's wheels bundle it), or 0.
+
+    Why not scipy's (numba's BLAS entry): called from two threads at once it serialises on this VM
+    (2 threads doing twice the work of one took 1.75-1.85x its time, numpy's 1.06-1.11x), so split 1x1
+    convs gained nothing from the second core."""
+    global _NUMPY_SGEMM
+    if _NUMPY_SGEMM is None:
+        _NUMPY_SGEMM = 0
+        import ctypes
+        import glob
+        import os
+
+        libs = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
+        for path in sorted(glob.glob(os.path.join(libs, "libscipy_openblas64_*.so*"))):
+            try:
+                _NUMPY_SGEMM = ctypes.cast(ctypes.CDLL(path).scipy_cblas_sgemm64_, ctypes.c_void_p).value or 0
+            except (OSError, AttributeError):  # another build of numpy: scipy's BLAS instead
+                continue
+            break
+    return _NUMPY_SGEMM
 
 
 def load_blas() -> None:
@@ -496,9 +550,24 @@ def native_matmul(w: np.ndarray, x: np.ndarray, threads: int) -> np.ndarray:
     x = np.ascontiguousarray(x, np.float32)
     m, k = w.shape
     cols = x.shape[-1]
-    edges = native_bounds(cols, threads, m * k * math.prod(x.shape[:-2]) * cols, COLUMN_ALIGN // 2, 16)
-    if edges.size == 2:
-        return np.matmul(w, x)  # numpy's BLAS: faster than scipy's on some of these shapes
+    work = m * k * math.prod(x.shape[:-2]) * cols
     out = np.empty((*x.shape[:-2], m, cols), np.float32)
-    run_native(compile_task(_gemm_task), _gemm_args(w, x, out), edges, threads)
-    return out
+    edges = native_bounds(cols, threads, work, COLUMN_ALIGN // 2, 16)
+    if edges.size > 2:
+        run_native(compile_task(_gemm_task), _gemm_args(w, x, out), edges, threads)
+        return out
+    if numpy_sgemm() and x.ndim == 2:
+        # Too few columns to split (MobileNetV2's 7x7 planes: 49): by blocks of output rows instead. 2 threads
+        # against 1 (ms, medians of 200 in one process): 1280x320 @ 49 0.444 -> 0.251, 960x160 @ 49 0.171 -> 0.106.
+        edges = native_bounds(m, threads, work, 16, 16)
+        if edges.size > 2:
+            run_native(compile_task(_gemm_rows_task), _gemm_args(w, x, out), edges, threads)
+            return out
+    return np.matmul(w, x, out=out)
+
+
+def _gemm_rows_task(args, start, stop):
+    # Rows [start, stop) of out (M, L) = w (M, K) @ x (K, L), row-major float32, on numpy's cblas_sgemm.
+    a = carray(_i64_ptr(args), 10)  # noqa: F821 - numba.carray, injected
+    w, x, out, k, cols = a[0], a[1], a[2], a[4], a[5]
+    _call_sgemm(a[9], stop - start, cols, k, w + 4 * start * k, k, x, cols, out + 4 * start * cols, cols)

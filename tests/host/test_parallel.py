@@ -221,3 +221,21 @@ def test_executor_threads_reach_the_native_tasks(monkeypatch):
     two = HostExecutor(model, threads=2).run({"x": x})["y"]
     assert seen == [2, 2]
     np.testing.assert_allclose(two, one, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("m,k,cols", [(1280, 32, 49), (96, 40, 7)])
+def test_native_matmul_with_too_few_columns_splits_by_rows_on_numpy_blas(m, k, cols, monkeypatch):
+    """7x7 planes (49 columns) cannot be split by columns: blocks of output rows instead, each on numpy's
+    cblas_sgemm (numpy_sgemm), equal to one product."""
+    from edgert.host import parallel
+
+    if not parallel.numpy_sgemm():
+        pytest.skip("this numpy's wheel bundles no ILP64 OpenBLAS (scipy_cblas_sgemm64_): the split stays whole")
+    monkeypatch.setattr(parallel, "MIN_NATIVE_WORK", 0)
+    w = RNG.standard_normal((m, k)).astype(np.float32)
+    x = RNG.standard_normal((k, cols)).astype(np.float32)
+    assert parallel.native_bounds(cols, 2, 1, parallel.COLUMN_ALIGN // 2, 16).size == 2  # no column split
+    assert parallel.native_bounds(m, 2, 1, 16, 16).size > 2  # a row split
+    for threads in (1, 2, 3):
+        np.testing.assert_allclose(parallel.native_matmul(w, x, threads), w @ x, rtol=1e-5, atol=1e-4)
+
