@@ -514,9 +514,10 @@ _NUMPY_SGEMM: int | None = None
 def numpy_sgemm() -> int:
     """Address of numpy's own OpenBLAS ``cblas_sgemm`` (ILP64, as numpy's wheels bundle it), or 0.
 
-    Why not scipy's (numba's BLAS entry): called from two threads at once it serialises on this VM
-    (2 threads doing twice the work of one took 1.75-1.85x its time, numpy's 1.06-1.11x), so split 1x1
-    convs gained nothing from the second core."""
+    Why not scipy's (numba's BLAS entry): it is the slower one on these shapes (column blocks of
+    MobileNetV2's 1x1 convs, ms at 1/2 threads: 24x144 @ 3136 0.34/0.22 against 0.27/0.16 with numpy's),
+    and plain threads calling it at once scaled worse (2 threads doing twice the work of one took
+    1.75-1.85x its time, numpy's 1.06-1.11x)."""
     global _NUMPY_SGEMM
     if _NUMPY_SGEMM is None:
         _NUMPY_SGEMM = 0
