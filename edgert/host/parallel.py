@@ -469,7 +469,10 @@ def run_native(task: int, args: np.ndarray, edges: np.ndarray, threads: int) -> 
         # One thread, or another caller's task holds the pool: run every chunk here (a private block).
         pool = pool or _pool()
         if pool is None:
-            raise RuntimeError("edgert's native tasks need numba (pip install 'edgert[host]')")
+            from edgert.errors import MissingDependencyError
+
+            raise MissingDependencyError("edgert's host executor could not build its numba thread pool: "
+                                         "install the host extra (pip install 'edgert[host]') and check that numba imports")
         pool.run(np.zeros(_CTRL_WORDS, np.int64), task, args.ctypes.data, edges.ctypes.data, edges.size - 1, 0)
         return
     try:
