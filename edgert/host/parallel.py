@@ -302,7 +302,8 @@ def _native_globals() -> dict:
         types.int8, types.int8, types.int8, types.intp, types.intp, types.intp, types.int64, types.int64, types.intp,
         types.int64, types.intp, types.int64, types.int64, types.intp))
     _NATIVE_GLOBALS = {
-        "_i64_ptr": pointer_to(types.int64), "_f32_ptr": pointer_to(types.float32), "_atomic_load": atomic_load,
+        "_i64_ptr": pointer_to(types.int64), "_f32_ptr": pointer_to(types.float32), "_i32_ptr": pointer_to(types.int32),
+        "_u16_ptr": pointer_to(types.uint16), "_atomic_load": atomic_load,
         "_atomic_store": atomic_store, "_cas": cas, "_fetch_add": fetch_add, "_call_task": call_task,
         "_sched_yield": types.ExternalFunction("sched_yield", types.int32()),
         "_clock_gettime": types.ExternalFunction("clock_gettime", types.int32(types.int32, types.int64)),
@@ -451,10 +452,12 @@ MIN_SKIP, MAX_SKIP = 64, 4096  # native tasks run alone after a stall (doubling 
 _BACKOFF = _Backoff()
 
 
-def native_bounds(n: int, threads: int, work: float, min_size: int = 1, align: int = 1) -> np.ndarray:
-    """Chunk boundaries of a native task: one chunk below MIN_NATIVE_WORK, else up to NATIVE_CHUNKS_PER_THREAD
-    per thread (each at least ``min_size`` items, inner boundaries multiples of ``align``)."""
-    chunks = 1 if threads <= 1 or work < MIN_NATIVE_WORK else min(n // max(1, min_size), NATIVE_CHUNKS_PER_THREAD * threads)
+def native_bounds(n: int, threads: int, work: float, min_size: int = 1, align: int = 1,
+                  min_work: float | None = None) -> np.ndarray:
+    """Chunk boundaries of a native task: one chunk below ``min_work`` (default MIN_NATIVE_WORK), else up to
+    NATIVE_CHUNKS_PER_THREAD per thread (each at least ``min_size`` items, inner boundaries multiples of ``align``)."""
+    least = MIN_NATIVE_WORK if min_work is None else min_work
+    chunks = 1 if threads <= 1 or work < least else min(n // max(1, min_size), NATIVE_CHUNKS_PER_THREAD * threads)
     if chunks <= 1:
         return np.array([0, n], np.int64)
     inner = {min(n, align * round(i * n / (chunks * align))) for i in range(1, chunks)}

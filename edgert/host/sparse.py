@@ -203,6 +203,23 @@ def _csr_matvec_scalar(indptr, indices, data, x, out, start, stop):
         out[r] = (a0 + a1) + (a2 + a3)
 
 
+def _matvec_task(args, start, stop):
+    # A native task (edgert.host.parallel.compile_task): rows [start, stop) of _csr_matvec, its arrays and
+    # sizes read from the int64 block at ``args``.
+    a = carray(_i64_ptr(args), 8)  # noqa: F821 - injected by compile_task
+    rows, nnz, cols = a[5], a[6], a[7]
+    indptr = carray(_i32_ptr(a[0]), rows + 1)  # noqa: F821
+    indices = carray(_u16_ptr(a[1]), max(nnz, 1))  # noqa: F821
+    data = carray(_f32_ptr(a[2]), max(nnz, 1))  # noqa: F821
+    x = carray(_f32_ptr(a[3]), cols)  # noqa: F821
+    out = carray(_f32_ptr(a[4]), rows)  # noqa: F821
+    _csr_matvec(indptr, indices, data, x, out, start, stop)
+
+
+# Work (as MIN_PARALLEL_WORK) from which a mat-vec splits its rows over a native task: ~20 us of
+# nonzeros. 1024x1024 at 80% zeros (2 threads, 1 thread's 50 us): ~33 us; BLAS GEMV, memory-bound, gained
+# nothing from a second thread (55 -> 51-57 us).
+MATVEC_NATIVE_WORK = 800_000
 # Up to this many columns, one gathered dot product per column beats the row-axpy kernel.
 MATVEC_COLUMNS = 4
 # Time per nonzero (and column) in BLAS multiply-adds (20-30 ps), the unit of edgert.host.parallel's
@@ -219,7 +236,15 @@ def csr_matmul(w: CSR, x: np.ndarray, threads: int = 1) -> np.ndarray:
         xt = np.ascontiguousarray(x.T, dtype=w.data.dtype)
         out_t = np.empty((x.shape[1], w.shape[0]), dtype=w.data.dtype)
         matvec = _csr_matvec if w.indices.dtype == np.uint16 else _csr_matvec_scalar
+        edges = parallel.native_bounds(w.shape[0], threads, MATVEC_COST * len(w.data), 16, 16, MATVEC_NATIVE_WORK)
         for j in range(x.shape[1]):
+            if edges.size > 2 and matvec is _csr_matvec:
+                # Rows over the threads without the GIL (a hand-off costs ~8 us, the Python pool's 50-150 us).
+                task = parallel.compile_task(_matvec_task, _csr_matvec=_csr_matvec.compiled())
+                args = np.array([w.indptr.ctypes.data, w.indices.ctypes.data, w.data.ctypes.data, xt[j].ctypes.data,
+                                 out_t[j].ctypes.data, w.shape[0], len(w.data), w.shape[1]], np.int64)
+                parallel.run_native(task, args, edges, threads)
+                continue
             parallel.run_chunks(lambda a, b, j=j: matvec(w.indptr, w.indices, w.data, xt[j], out_t[j], a, b),
                                 w.shape[0], threads, MATVEC_COST * work)
         return out_t.T

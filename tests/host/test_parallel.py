@@ -239,3 +239,24 @@ def test_native_matmul_with_too_few_columns_splits_by_rows_on_numpy_blas(m, k, c
     for threads in (1, 2, 3):
         np.testing.assert_allclose(parallel.native_matmul(w, x, threads), w @ x, rtol=1e-5, atol=1e-4)
 
+
+
+@pytest.mark.parametrize("shape", [(300, 77), (97, 2000)])
+def test_sparse_matvec_splits_its_rows_over_a_native_task(shape, monkeypatch):
+    """At 2-3 threads a batch-1 CSR product runs its rows as a native task (no GIL in the hand-off), equal to
+    the NumPy specification."""
+    from edgert.host import parallel, sparse
+
+    calls = []
+    real = parallel.run_native
+    monkeypatch.setattr(parallel, "run_native", lambda *a: (calls.append(a[3]), real(*a)))
+    monkeypatch.setattr(sparse, "MATVEC_NATIVE_WORK", 0)
+    w = RNG.standard_normal(shape).astype(np.float32)
+    w[RNG.random(shape) < 0.8] = 0
+    csr = sparse.to_csr(w)
+    x = RNG.standard_normal((shape[1], 1)).astype(np.float32)
+    want = sparse.csr_matmul_numpy(csr, x)
+    for threads in (2, 3):
+        got = sparse.csr_matmul(csr, x, threads)
+        assert (np.abs(got - want) <= 1e-5 * (np.abs(w) @ np.abs(x)) + 1e-30).all()
+    assert calls == [2, 3]
