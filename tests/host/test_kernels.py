@@ -9,13 +9,13 @@ RNG = np.random.default_rng(0)
 
 @pytest.mark.parametrize("channels,size,stride,dilation,pad", [(5, 9, 1, 1, 1), (6, 11, 2, 1, 1), (3, 12, 1, 2, 2),
                                                                  (4, 10, 2, 2, 0), (7, 4, 1, 1, 1), (2, 7, 3, 1, 2),
-                                                                 # from DEPTHWISE_WIDE: the wide-plane kernel
+                                                                 # from DEPTHWISE_WIDE, fewer than 16 channels: the per-plane kernel
                                                                  (3, 50, 1, 1, 1), (2, 53, 2, 1, 1), (2, 49, 2, 2, 2),
                                                                  (2, 48, 3, 1, 0)])
 def test_depthwise_kernel_matches_numpy(channels, size, stride, dilation, pad):
-    from edgert.host.ops.conv import DEPTHWISE_WIDE, depthwise2d, depthwise_numpy
+    from edgert.host.ops.conv import DEPTHWISE_LANES, DEPTHWISE_WIDE, depthwise2d, depthwise_numpy
 
-    assert (size >= DEPTHWISE_WIDE) == (size >= 48)  # the cases cover both kernels
+    assert channels < DEPTHWISE_LANES and (size >= DEPTHWISE_WIDE) == (size >= 48)  # the cases cover both kernels
 
     x = RNG.standard_normal((2, channels, size, size + 1)).astype(np.float32)
     w = RNG.standard_normal((channels, 3, 3)).astype(np.float32)
@@ -178,3 +178,51 @@ def test_depthwise_split_over_native_threads_matches_numpy(size, stride, monkeyp
     for threads in (2, 3):
         np.testing.assert_allclose(depthwise2d(x, *args, bias=b, clip=(-0.5, 1.5), threads=threads), want, rtol=1e-5, atol=1e-5)
     assert calls and min(calls) > 2  # it ran as a split native task
+
+
+@pytest.mark.parametrize("channels,size,stride,dilation,pads,kernel", [
+    (32, 7, 1, 1, (1, 1), (3, 3)),    # full channel blocks, 7x7 (MobileNetV2's last layers)
+    (48, 14, 2, 1, (1, 1), (3, 3)),   # stride 2, 14 -> 7
+    (20, 13, 1, 1, (1, 1), (3, 3)),   # a block of 16 and a short one of 4
+    (17, 15, 2, 2, (2, 1), (3, 3)),   # dilation, unequal pads, odd sizes
+    (16, 9, 1, 1, (2, 2), (5, 5)),    # 5x5 taps
+    (16, 12, 3, 1, (0, 0), (3, 2)),   # stride 3, a non-square kernel, no padding (input columns left unread)
+    (16, 40, 1, 1, (1, 1), (3, 3)),   # several bands of output rows
+    (16, 5, 2, 1, (0, 0), (3, 3)),    # rows of 2-3 outputs: the 1-pixel tap sums
+])
+def test_depthwise_channel_blocks_match_numpy(channels, size, stride, dilation, pads, kernel):
+    """The channel-last kernel's vector paths (16x16 transposes, 4-pixel and 1-pixel tap sums) and its
+    element-by-element paths (short blocks, remainders of 16 pixels) against the NumPy specification."""
+    from edgert.host.ops.conv import depthwise2d, depthwise_band, depthwise_numpy
+
+    x = RNG.standard_normal((2, channels, size, size + 3)).astype(np.float32)
+    w = RNG.standard_normal((channels, *kernel)).astype(np.float32)
+    b = RNG.standard_normal(channels).astype(np.float32)
+    out_shape = tuple((n + 2 * p - (k - 1) * dilation - 1) // stride + 1 for n, p, k in zip(x.shape[2:], pads, kernel, strict=True))
+    args = (w, (stride, stride), (dilation, dilation), pads, out_shape)
+    if size == 40:  # the case is meant to take several bands
+        assert depthwise_band(out_shape, kernel, (stride, stride), (dilation, dilation)) < out_shape[0]
+    want = np.clip(depthwise_numpy(x, *args) + b[None, :, None, None], -1.0, 2.0)
+    np.testing.assert_allclose(depthwise2d(x, *args, bias=b, clip=(-1.0, 2.0)), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("channels", [64, 40])  # whole 16-channel chunks; chunks across a short block
+def test_depthwise_channel_blocks_split_over_native_threads(channels, monkeypatch):
+    """Split into native-task chunks at 2 and 3 threads, the channel-last kernel gives the NumPy result."""
+    from edgert.host import parallel
+    from edgert.host.ops.conv import depthwise2d, depthwise_numpy
+
+    monkeypatch.setattr(parallel, "MIN_NATIVE_WORK", 0)
+    sizes = []
+    real = parallel.run_native
+    monkeypatch.setattr(parallel, "run_native", lambda *a: (sizes.append(np.diff(a[2]).tolist()), real(*a)))
+    x = RNG.standard_normal((1, channels, 14, 14)).astype(np.float32)
+    w = RNG.standard_normal((channels, 3, 3)).astype(np.float32)
+    b = RNG.standard_normal(channels).astype(np.float32)
+    args = (w, (1, 1), (1, 1), (1, 1), (14, 14))
+    want = np.clip(depthwise_numpy(x, *args) + b[None, :, None, None], 0.0, 6.0)
+    for threads in (2, 3):
+        np.testing.assert_allclose(depthwise2d(x, *args, bias=b, clip=(0.0, 6.0), threads=threads), want, rtol=1e-5, atol=1e-5)
+    assert sizes and all(len(s) > 1 for s in sizes)
+    if channels % 16 == 0:  # chunks of whole blocks
+        assert all(v % 16 == 0 for s in sizes for v in s)

@@ -13,6 +13,7 @@ KERNELS = {name: f"edgert.host.codegen.kernels:{name}"
            for name in ("conv2d", "dense", "batched_matmul", "max_pool2d", "mean_middle", "layer_norm", "softmax_rows",
                         "binary4", "unary", "transpose6", "place3", "pad4", "channel_affine")}
 KERNELS["depthwise2d"] = "edgert.host.ops.conv:_depthwise2d"
+KERNELS["depthwise2d_wide"] = "edgert.host.ops.conv:_depthwise2d_wide"
 _ALIGN = 16  # float32 elements: each constant starts on a 64-byte boundary
 
 

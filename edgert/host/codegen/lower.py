@@ -14,6 +14,7 @@ import numpy as np
 
 from edgert.host.codegen.gen import Gen, NotLowerable, Val, f32
 from edgert.host.im2col import window_geometry
+from edgert.host.ops.conv import DEPTHWISE_LANES, DEPTHWISE_WIDE, depthwise_band, depthwise_phases
 
 LOWERINGS: dict[str, Callable[[Gen, object, list, list], None]] = {}
 _INF = (-math.inf, math.inf)
@@ -68,12 +69,15 @@ def conv(g: Gen, ctx, ins: list, outs: list) -> None:
         expr = (f"{g.kernel('conv2d')}({xv}, {g.const(w.reshape(cout, -1))}, {g.const(bias)}, {kh}, {kw}, {sh}, {sw}, "
                 f"{dh}, {dw}, {top}, {left}, {oh}, {ow}, {f32(lo)}, {f32(hi)})")
     elif group == c == cout and w.shape[1] == 1:
-        # edgert.host.ops.conv's depthwise kernel: stride phases, one contiguous multiply-add per tap.
-        hq = oh + ((kh - 1) * dh) // sh + 1
-        wq = ow + ((kw - 1) * dw) // sw
+        # edgert.host.ops.conv's depthwise kernels, chosen as depthwise2d does: channel blocks transposed to
+        # channel-last (a vector FMA per tap), or per channel plane for few channels on wide planes.
         expr = g.temp(f"np.empty(({n}, {c}, {oh}, {ow}), dtype=np.float32)")
-        g.emit(f"{g.kernel('depthwise2d')}({xv}, {g.const(w[:, 0])}, {g.const(bias)}, {f32(lo)}, {f32(hi)}, {expr}, "
-               f"{sh}, {sw}, {dh}, {dw}, {top}, {left}, {hq}, {wq}, 0, {n * c})")
+        if c < DEPTHWISE_LANES and x.shape[-1] >= DEPTHWISE_WIDE:
+            name, sizes = "depthwise2d_wide", depthwise_phases((oh, ow), (kh, kw), (sh, sw), (dh, dw))
+        else:
+            name, sizes = "depthwise2d", (depthwise_band((oh, ow), (kh, kw), (sh, sw), (dh, dw)),)
+        g.emit(f"{g.kernel(name)}({xv}, {g.const(w[:, 0])}, {g.const(bias)}, {f32(lo)}, {f32(hi)}, {expr}, "
+               f"{sh}, {sw}, {dh}, {dw}, {top}, {left}, {', '.join(map(str, sizes))}, 0, {n * c})")
     else:
         raise NotLowerable("Conv: grouped convolution other than depthwise")
     g.define(outs[0], expr, (n, cout, oh, ow))

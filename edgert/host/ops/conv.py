@@ -24,68 +24,249 @@ def depthwise_numpy(x: np.ndarray, w: np.ndarray, strides, dilations, pads_begin
     return out
 
 
-# Time of one depthwise kernel step (a tap on one wide-plane element; an element of the phase copy,
-# scalar and branchy, counts as 3) in BLAS multiply-adds (edgert.host.parallel): MobileNetV2's layers
-# took 0.10-0.19 ns a step on one thread with _depthwise2d (96 channels 112x112 -> 56x56: 1.2 ms for
-# 6.5M steps); _depthwise2d_wide does its planes 1.2-1.7x faster, still well above the split threshold.
-DEPTHWISE_COST = 5
+# Depthwise kernel, channel-last: blocks of DEPTHWISE_LANES channels are transposed (16x16 tiles, vector
+# shuffles) into a zero-padded channel-last buffer, so that each tap is one vector FMA over the block's
+# channels for an output pixel, whatever the plane size; the outputs go back through the same transpose.
+# The NCHW kernels it replaced (stride phases copied into a padded plane, one contiguous multiply-add per
+# tap) ran 1.1-11 G multiply-adds/s on MobileNetV2's layers, the short loops of 7x7 and 14x14 planes
+# being the slowest; this one 7-17 (all its layers: 1.6 ms against 4.0 at 1 thread). Written as LLVM IR
+# because numba has no vector types: numba's loop over the lanes stayed scalar (the accumulator array
+# might alias the inputs) and its transposes ran at ~0.4 elements a cycle.
+DEPTHWISE_LANES = 16  # channels per block: one <16 x float> vector (an AVX-512 register, two AVX2 ones)
+DEPTHWISE_PIXELS = 4  # output pixels per step: four independent FMA chains sharing each weight load
+DEPTHWISE_BUFFER = 32768  # bytes of the padded input buffer: output rows are done in bands that fit it
+# Time of the kernel in BLAS multiply-adds (edgert.host.parallel): per tap and output element, plus per
+# input element (its transposes). MobileNetV2's layers took 0.06-0.1 ns per tap (32@112 stride 1: 3.6M taps
+# in 0.21 ms; 96@112 stride 2: 2.7M taps and 1.2M inputs in 0.28 ms; 960@7: 0.42M taps in 43 us).
+DEPTHWISE_COST = 2
+DEPTHWISE_COPY_COST = 4
+DEPTHWISE_WIDE = 48  # input width from which fewer channels than DEPTHWISE_LANES take _depthwise2d_wide
 DEPTHWISE_BLOCK = 2048  # outputs per block of _depthwise2d_wide (8 KB of accumulators)
-DEPTHWISE_WIDE = 48  # input width from which _depthwise2d_wide runs (MobileNetV2: 56 and 112 gain, 28 loses)
+
+_tile_in = _tile_out = _tap_sum1 = _tap_sums = None  # LLVM intrinsics, set by _define_depthwise_intrinsics()
 
 
-@kernel(nogil=True, fastmath=True)
-def _depthwise2d(x, w, bias, lo, hi, out, sh, sw, dh, dw, top, left, hq, wq, start, stop):
-    # Per channel: copy the (implicitly zero-padded) input into stride phases, phase (a, b) holding
-    # padded rows a::sh and columns b::sw as one flat plane of row width wq. Every tap is then one
-    # long contiguous multiply-add over a "wide" output plane (oh rows of wq columns; the columns
-    # past ow are dropped at the end), which vectorises whatever the stride and however small the plane.
+def _define_depthwise_intrinsics() -> None:
+    """Define the vector pieces of _depthwise2d: the two 16x16 transposes and the taps of an output pixel."""
+    global _tile_in, _tile_out, _tap_sum1, _tap_sums
+    if _tile_in is not None:
+        return
+    from llvmlite import ir
+    from numba import types
+    from numba.extending import intrinsic
+
+    lanes = DEPTHWISE_LANES
+    f32, i32, i64 = ir.FloatType(), ir.IntType(32), ir.IntType(64)
+    vec = ir.VectorType(f32, lanes)
+    vptr = ir.PointerType(vec)
+
+    def data(context, builder, ty, val):
+        return context.make_array(ty)(context, builder, val).data
+
+    def load(builder, base, offset):
+        return builder.load(builder.bitcast(builder.gep(base, [offset]), vptr), align=4)
+
+    def store(builder, v, base, offset):
+        builder.store(v, builder.bitcast(builder.gep(base, [offset]), vptr), align=4)
+
+    def const(v):
+        return ir.Constant(i64, v)
+
+    def transpose(builder, rows):
+        # Swap bit b of the row index with bit b of the lane index, for b = 8, 4, 2, 1: a transpose.
+        rows, b = list(rows), lanes // 2
+        while b:
+            lo = ir.Constant(ir.VectorType(i32, lanes), [j + lanes - b if j & b else j for j in range(lanes)])
+            hi = ir.Constant(ir.VectorType(i32, lanes), [j + lanes if j & b else j + b for j in range(lanes)])
+            for r in (r for r in range(lanes) if not r & b):
+                rows[r], rows[r + b] = (builder.shuffle_vector(rows[r], rows[r + b], lo),
+                                        builder.shuffle_vector(rows[r], rows[r + b], hi))
+            b //= 2
+        return rows
+
+    @intrinsic
+    def tile_in(typingctx, src, s0, s_step, dst, pos, p0, d0):
+        # Rows i < lanes of src at s0 + i * s_step (channels), transposed: row j (pixel p0 + j) stored at
+        # dst[d0 + pos[p0 + j]] (its place in the padded channel-last buffer).
+        def codegen(context, builder, sig, args):
+            sp, dp, pp = (data(context, builder, sig.args[i], args[i]) for i in (0, 3, 4))
+            rows = [load(builder, sp, builder.add(args[1], builder.mul(args[2], const(i)))) for i in range(lanes)]
+            for j, v in enumerate(transpose(builder, rows)):
+                off = builder.load(builder.gep(pp, [builder.add(args[5], const(j))]))
+                store(builder, v, dp, builder.add(args[6], off))
+            return context.get_dummy_value()
+        return types.void(src, types.int64, types.int64, dst, pos, types.int64, types.int64), codegen
+
+    @intrinsic
+    def tile_out(typingctx, src, s0, dst, d0, d_step):
+        # Rows i < lanes of src at s0 + i * lanes (pixels, channel-last), transposed: row j (a channel)
+        # stored at dst[d0 + j * d_step].
+        def codegen(context, builder, sig, args):
+            sp, dp = data(context, builder, sig.args[0], args[0]), data(context, builder, sig.args[2], args[2])
+            rows = [load(builder, sp, builder.add(args[1], const(lanes * i))) for i in range(lanes)]
+            for j, v in enumerate(transpose(builder, rows)):
+                store(builder, v, dp, builder.add(args[3], builder.mul(args[4], const(j))))
+            return context.get_dummy_value()
+        return types.void(src, types.int64, dst, types.int64, types.int64), codegen
+
+    def tap_sum(pixels):
+        @intrinsic
+        def tap_sum(typingctx, xt, wt, bt, offs, base, step, lo, hi, ot, o):
+            # ``pixels`` outputs (at xt[base + i * step], stored at ot[o + i * lanes]): bias plus the taps
+            # (offsets offs, weights wt[t * lanes]), clamped to [lo, hi]; the taps in a loop, the pixels unrolled.
+            def codegen(context, builder, sig, args):
+                xp, wp, bp, op, outp = (data(context, builder, sig.args[i], args[i]) for i in (0, 1, 2, 3, 8))
+                ntap = context.make_array(sig.args[3])(context, builder, args[3]).nitems
+                base, step, o = args[4], args[5], args[9]
+                name = f"llvm.fma.v{lanes}f32"
+                fma = builder.module.globals.get(name) or ir.Function(builder.module, ir.FunctionType(vec, [vec] * 3), name)
+                start = load(builder, bp, const(0))
+                bases = [builder.add(base, builder.mul(step, const(i))) for i in range(pixels)]
+                fn, pre = builder.function, builder.block
+                head, body, done = (fn.append_basic_block(f"dw.{n}") for n in ("head", "body", "done"))
+                builder.branch(head)
+                builder.position_at_end(head)
+                t = builder.phi(i64)
+                t.add_incoming(const(0), pre)
+                accs = [builder.phi(vec) for _ in range(pixels)]
+                for a in accs:
+                    a.add_incoming(start, pre)
+                builder.cbranch(builder.icmp_signed("<", t, ntap), body, done)
+                builder.position_at_end(body)
+                off = builder.load(builder.gep(op, [t]))
+                wv = load(builder, wp, builder.mul(t, const(lanes)))
+                for a, b in zip(accs, bases, strict=True):
+                    a.add_incoming(builder.call(fma, [wv, load(builder, xp, builder.add(b, off)), a]), body)
+                t.add_incoming(builder.add(t, const(1)), body)
+                builder.branch(head)
+                builder.position_at_end(done)
+                lo, hi = (builder.shuffle_vector(builder.insert_element(ir.Constant(vec, None), s, ir.Constant(i32, 0)),
+                                                 ir.Constant(vec, None), ir.Constant(ir.VectorType(i32, lanes), [0] * lanes))
+                          for s in (args[6], args[7]))
+                for i, acc in enumerate(accs):
+                    v = builder.select(builder.fcmp_ordered(">", acc, hi), hi, acc)
+                    v = builder.select(builder.fcmp_ordered("<", v, lo), lo, v)
+                    store(builder, v, outp, builder.add(o, const(i * lanes)))
+                return context.get_dummy_value()
+            return types.void(xt, wt, bt, offs, types.int64, types.int64, types.float32, types.float32, ot, types.int64), codegen
+        return tap_sum
+
+    _tile_out, _tap_sum1, _tap_sums = tile_out, tap_sum(1), tap_sum(DEPTHWISE_PIXELS)
+    _tile_in = tile_in  # last: it marks the set as defined
+
+
+@kernel(nogil=True, fastmath=True, setup=_define_depthwise_intrinsics)
+def _depthwise2d(x, w, bias, lo, hi, out, sh, sw, dh, dw, top, left, band, start, stop):
+    # Channels [start, stop) of the flat (image, channel) index, DEPTHWISE_LANES at a time (a block ends
+    # at the end of an image; lanes past a short block compute leftovers that are not stored), output
+    # rows ``band`` at a time. Unsigned indices (u) where numba would add a select for negative ones.
     n, c, oh, ow = out.shape
     height, width = x.shape[2], x.shape[3]
     kh, kw = w.shape[1], w.shape[2]
-    ph = np.empty((sh, sw, hq * wq), dtype=np.float32)
-    length = oh * wq
-    acc = np.empty(length, dtype=np.float32)
-    for nc in range(start, stop):
-        i = nc // c
+    lanes = DEPTHWISE_LANES
+    step = DEPTHWISE_PIXELS
+    u = np.uint64
+    hw, ohw, ntap = height * width, oh * ow, kh * kw
+    wp = (ow - 1) * sw + (kw - 1) * dw + 1  # padded columns the outputs read
+    xf = x.reshape(n * c * hw)
+    of = out.reshape(n * c * ohw)
+    wf = w.reshape((c, ntap))
+    xt = np.zeros(((band - 1) * sh + (kh - 1) * dh + 1) * wp * lanes, np.float32)
+    ot = np.empty(band * ow * lanes, np.float32)
+    wt = np.zeros(ntap * lanes, np.float32)
+    bt = np.zeros(lanes, np.float32)
+    offs = np.empty(ntap, np.int64)
+    for p in range(kh):
+        for q in range(kw):
+            offs[p * kw + q] = (p * dh * wp + q * dw) * lanes
+    pos = np.empty(hw, np.int64)  # where each input pixel goes in the padded plane (a band is a window of it)
+    for r in range(height):
+        for j in range(width):
+            pos[r * width + j] = ((r + top) * wp + j + left) * lanes
+    c0, c1 = min(wp, left), min(wp, left + width)  # padded columns [c0, c1) hold input columns
+    nc = start
+    while nc < stop:
         ch = nc % c
-        src = x[i, ch]
-        for a in range(sh):
-            for b in range(sw):
-                plane = ph[a, b]
-                for y in range(hq):
-                    r = y * sh + a - top
-                    base = y * wq
-                    if r < 0 or r >= height:
-                        for j in range(wq):
-                            plane[base + j] = 0
-                    else:
-                        row = src[r]
-                        for j in range(wq):
-                            col = j * sw + b - left
-                            plane[base + j] = row[col] if col >= 0 and col < width else 0
-        for j in range(length):
-            acc[j] = bias[ch]
-        for p in range(kh):
-            for q in range(kw):
-                plane = ph[(p * dh) % sh, (q * dw) % sw]
-                off = ((p * dh) // sh) * wq + (q * dw) // sw
-                tap = plane[off:off + length]
-                wv = w[ch, p, q]
-                for j in range(length):
-                    acc[j] += wv * tap[j]
-        o = out[i, ch]
-        for y in range(oh):
-            for j in range(ow):
-                o[y, j] = min(max(acc[y * wq + j], lo), hi)
+        nb = min(lanes, stop - nc, c - ch)
+        full = nb == lanes
+        for k in range(nb):
+            bt[k] = bias[ch + k]
+            for t in range(ntap):
+                wt[u(t * lanes + k)] = wf[ch + k, t]
+        for y0 in range(0, oh, band):
+            y1 = min(oh, y0 + band)
+            r0 = y0 * sh - top  # input row of the band's first buffer row
+            rows = (y1 - 1 - y0) * sh + (kh - 1) * dh + 1
+            for rr in range(rows):  # the padding: rows outside the input, columns beside it
+                r = r0 + rr
+                d = u(rr * wp * lanes)
+                if r < 0 or r >= height:
+                    for j in range(wp * lanes):
+                        xt[d + u(j)] = 0
+                    continue
+                for j in range(c0 * lanes):
+                    xt[d + u(j)] = 0
+                for j in range(c1 * lanes, wp * lanes):
+                    xt[d + u(j)] = 0
+            d0 = -(y0 * sh) * wp * lanes
+            ra, rb = max(r0, 0), min(r0 + rows, height)
+            pa, pb = ra * width, rb * width
+            if c1 - left < width:  # input columns past the last one read: those rows one by one
+                for r in range(ra, rb):
+                    for j in range(c1 - left):
+                        for k in range(nb):
+                            xt[u(d0 + pos[r * width + j] + k)] = xf[(nc + k) * hw + r * width + j]
+                pb = pa
+            p = pa
+            while full and p + lanes <= pb:
+                _tile_in(xf, nc * hw + p, hw, xt, pos, p, d0)  # noqa: F821 - defined before compiling
+                p += lanes
+            if full and pa + lanes <= p < pb:  # the rest as a tile overlapping the last: same values again
+                _tile_in(xf, nc * hw + pb - lanes, hw, xt, pos, pb - lanes, d0)  # noqa: F821
+                p = pb
+            while p < pb:
+                for k in range(nb):
+                    xt[u(d0 + pos[p] + k)] = xf[(nc + k) * hw + p]
+                p += 1
+            for y in range(y0, y1):
+                row_in, row_out = (y - y0) * sh * wp * lanes, (y - y0) * ow * lanes
+                j = 0
+                while j + step <= ow:
+                    _tap_sums(xt, wt, bt, offs, row_in + j * sw * lanes, sw * lanes, lo, hi, ot, row_out + j * lanes)  # noqa: F821
+                    j += step
+                if step <= j < ow:  # overlapping the last step: 7 outputs take 2 steps instead of 1 + 3 single ones
+                    j = ow - step
+                    _tap_sums(xt, wt, bt, offs, row_in + j * sw * lanes, sw * lanes, lo, hi, ot, row_out + j * lanes)  # noqa: F821
+                    j = ow
+                while j < ow:
+                    _tap_sum1(xt, wt, bt, offs, row_in + j * sw * lanes, sw * lanes, lo, hi, ot, row_out + j * lanes)  # noqa: F821
+                    j += 1
+            m = (y1 - y0) * ow
+            o0 = nc * ohw + y0 * ow
+            j = 0
+            while full and j + lanes <= m:
+                _tile_out(ot, j * lanes, of, o0 + j, ohw)  # noqa: F821
+                j += lanes
+            if full and lanes <= j < m:
+                _tile_out(ot, (m - lanes) * lanes, of, o0 + m - lanes, ohw)  # noqa: F821
+                j = m
+            while j < m:
+                for k in range(nb):
+                    of[u(o0 + k * ohw + j)] = ot[u(j * lanes + k)]
+                j += 1
+        nc += nb
 
 
 @kernel(nogil=True, fastmath=True)
 def _depthwise2d_wide(x, w, bias, lo, hi, out, sh, sw, dh, dw, top, left, hq, wq, start, stop):
-    # _depthwise2d for wide planes (DEPTHWISE_WIDE). Hot loops index with uint64 (u): numba wraps
-    # negative signed indices, a select per element that kept LLVM from vectorising the copy and the
-    # clamp; and they take no slices, whose reference counting costs. Its many short vectorised loops
-    # (each with alias checks and a remainder) made it 2-2.5x slower than _depthwise2d on 7x7 and 14x14
-    # planes, and 1.2-1.7x faster on 56x56 and 112x112 ones.
+    # NCHW, one channel at a time, for fewer channels than DEPTHWISE_LANES on wide planes (DEPTHWISE_WIDE),
+    # where _depthwise2d's lanes would mostly idle (4 channels at 112x112: 43 us here, 227 us there).
+    # Per channel, the (implicitly zero-padded) input is copied into stride phases, phase (a, b) holding
+    # padded rows a::sh and columns b::sw as one flat plane of row width wq; every tap is then one long
+    # contiguous multiply-add over a "wide" output plane (oh rows of wq columns; the columns past ow are
+    # dropped at the end). Hot loops index with uint64 (u): numba wraps negative signed indices, a select
+    # per element that kept LLVM from vectorising the copy and the clamp; and they take no slices, whose
+    # reference counting costs. On planes narrower than DEPTHWISE_WIDE its short loops lose to _depthwise2d.
     n, c, oh, ow = out.shape
     height, width = x.shape[2], x.shape[3]
     kh, kw = w.shape[1], w.shape[2]
@@ -141,6 +322,20 @@ def _depthwise2d_wide(x, w, bias, lo, hi, out, sh, sw, dh, dw, top, left, hq, wq
                 of[nc, d0 + u(j)] = hi if v > hi else (lo if v < lo else v)  # a select: vectorises
 
 
+def depthwise_band(out_shape, kernel_shape, strides, dilations) -> int:
+    """Output rows per band of _depthwise2d: as many as keep its padded input buffer within DEPTHWISE_BUFFER."""
+    wp = (out_shape[1] - 1) * strides[1] + (kernel_shape[1] - 1) * dilations[1] + 1
+    return max(1, min(out_shape[0], DEPTHWISE_BUFFER // (4 * DEPTHWISE_LANES * wp * strides[0])))
+
+
+def depthwise_phases(out_shape, kernel_shape, strides, dilations) -> tuple[int, int]:
+    """Rows and columns of each stride phase of _depthwise2d_wide: up to the last tap of the last output
+    (+1 spare row for the wide plane)."""
+    hq = out_shape[0] + ((kernel_shape[0] - 1) * dilations[0]) // strides[0] + 1
+    wq = out_shape[1] + ((kernel_shape[1] - 1) * dilations[1]) // strides[1]
+    return hq, wq
+
+
 def _depthwise_task(args, start, stop):
     # A native task (edgert.host.parallel.compile_task): channels [start, stop) of depthwise2d, its arguments
     # read from the int64 block at ``args`` (_depthwise_args). Compiled from this file, so its disk cache is
@@ -154,15 +349,15 @@ def _depthwise_task(args, start, stop):
     bias = carray(_f32_ptr(a[2]), c)  # noqa: F821
     out = carray(_f32_ptr(a[3]), (n, c, oh, ow))  # noqa: F821
     if a[21]:
-        _depthwise2d_wide(x, w, bias, lo, hi, out, a[12], a[13], a[14], a[15], a[16], a[17], a[18], a[19], start, stop)
+        _depthwise2d_wide(x, w, bias, lo, hi, out, a[12], a[13], a[14], a[15], a[16], a[17], a[19], a[20], start, stop)
     else:
-        _depthwise2d(x, w, bias, lo, hi, out, a[12], a[13], a[14], a[15], a[16], a[17], a[18], a[19], start, stop)
+        _depthwise2d(x, w, bias, lo, hi, out, a[12], a[13], a[14], a[15], a[16], a[17], a[18], start, stop)
 
 
-def _depthwise_args(x, w, b, out, strides, dilations, pads_begin, hq, wq, wide, lo, hi) -> np.ndarray:
+def _depthwise_args(x, w, b, out, strides, dilations, pads_begin, band, hq, wq, wide, lo, hi) -> np.ndarray:
     args = np.zeros(24, np.int64)
     args[:22] = (x.ctypes.data, w.ctypes.data, b.ctypes.data, out.ctypes.data, *x.shape, *w.shape[1:], *out.shape[2:],
-                 *strides, *dilations, *pads_begin, hq, wq, 0, wide)
+                 *strides, *dilations, *pads_begin, band, hq, wq, wide)
     args[22:].view(np.float32)[::2] = (lo, hi)  # little-endian: the low half of each word
     return args
 
@@ -175,24 +370,27 @@ def depthwise2d(x: np.ndarray, w: np.ndarray, strides, dilations, pads_begin, ou
     sh, sw = strides
     (top, left), (oh, ow) = pads_begin, out_shape
     kh, kw = w.shape[1:]
-    # Rows/columns each phase needs: up to the last tap of the last output (+1 spare row for the wide plane).
-    hq = oh + ((kh - 1) * dilations[0]) // sh + 1
-    wq = ow + ((kw - 1) * dilations[1]) // sw
+    band = depthwise_band(out_shape, (kh, kw), strides, dilations)
     out = np.empty((n, c, oh, ow), dtype=np.float32)
     b = np.zeros(c, np.float32) if bias is None else np.ascontiguousarray(bias, np.float32)
     x = np.ascontiguousarray(x, np.float32)
     w = np.ascontiguousarray(w, np.float32)
     lo, hi = np.float32(clip[0]), np.float32(clip[1])
-    wide = wd >= DEPTHWISE_WIDE
-    fn = _depthwise2d_wide if wide else _depthwise2d
-    edges = parallel.native_bounds(n * c, threads, DEPTHWISE_COST * n * c * (3 * sh * sw * hq * wq + oh * wq * kh * kw))
-    if edges.size == 2:
-        fn(x, w, b, lo, hi, out, sh, sw, dilations[0], dilations[1], top, left, hq, wq, 0, n * c)
-        return out
-    task = parallel.compile_task(_depthwise_task, _depthwise2d=_depthwise2d.compiled(),
-                                 _depthwise2d_wide=_depthwise2d_wide.compiled())
-    parallel.run_native(task, _depthwise_args(x, w, b, out, strides, dilations, pads_begin, hq, wq, wide, lo, hi),
-                        edges, threads)
+    hq, wq = depthwise_phases(out_shape, (kh, kw), strides, dilations)
+    wide = c < DEPTHWISE_LANES and wd >= DEPTHWISE_WIDE
+    work = n * c * (DEPTHWISE_COST * oh * ow * kh * kw + DEPTHWISE_COPY_COST * h * wd)
+    # Chunks of whole channel blocks where blocks tile the channels: a short block transposes element by element.
+    align = DEPTHWISE_LANES if c % DEPTHWISE_LANES == 0 else 1
+    edges = parallel.native_bounds(n * c, threads, work, align, align)
+    if edges.size == 2 and wide:
+        _depthwise2d_wide(x, w, b, lo, hi, out, sh, sw, dilations[0], dilations[1], top, left, hq, wq, 0, n * c)
+    elif edges.size == 2:
+        _depthwise2d(x, w, b, lo, hi, out, sh, sw, dilations[0], dilations[1], top, left, band, 0, n * c)
+    else:
+        task = parallel.compile_task(_depthwise_task, _depthwise2d=_depthwise2d.compiled(),
+                                     _depthwise2d_wide=_depthwise2d_wide.compiled())
+        parallel.run_native(task, _depthwise_args(x, w, b, out, strides, dilations, pads_begin, band, hq, wq, wide, lo, hi),
+                            edges, threads)
     return out
 
 
