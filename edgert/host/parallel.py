@@ -443,8 +443,8 @@ class _Backoff:
             self.next_skip = MIN_SKIP
 
 
-# A wait this long (ns) for helpers' chunks counts as a stall: a chunk of a split task takes well under
-# 100 us on MobileNetV2; a descheduled thread, milliseconds.
+# A wait this long (ns) for helpers' chunks, beyond two of the caller's own chunk times (_run), counts as a
+# stall: a chunk of a split task takes well under 100 us on MobileNetV2; a descheduled thread, milliseconds.
 STALL_NS = 1_000_000
 # The caller polls this many times (~20-50 ns each) for helpers' chunks before it yields its core.
 POLLS = 20_000
@@ -552,7 +552,8 @@ def load_blas() -> None:
 
 
 def native_matmul(w: np.ndarray, x: np.ndarray, threads: int) -> np.ndarray:
-    """w (M, K) @ x (K, L) or (N, K, L), float32, split by columns of x over a native task (BLAS on each block)."""
+    """w (M, K) @ x (K, L) or (N, K, L), float32, split over a native task (BLAS on each block): by columns of
+    x, or by rows of w when x has too few columns."""
     w = np.ascontiguousarray(w, np.float32)
     x = np.ascontiguousarray(x, np.float32)
     m, k = w.shape

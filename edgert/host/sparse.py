@@ -237,10 +237,11 @@ def csr_matmul(w: CSR, x: np.ndarray, threads: int = 1) -> np.ndarray:
         out_t = np.empty((x.shape[1], w.shape[0]), dtype=w.data.dtype)
         matvec = _csr_matvec if w.indices.dtype == np.uint16 else _csr_matvec_scalar
         edges = parallel.native_bounds(w.shape[0], threads, MATVEC_COST * len(w.data), 16, 16, MATVEC_NATIVE_WORK)
+        # Rows over the threads without the GIL (a hand-off costs ~8 us, the Python pool's 50-150 us).
+        native = edges.size > 2 and matvec is _csr_matvec
+        task = parallel.compile_task(_matvec_task, _csr_matvec=_csr_matvec.compiled()) if native else 0
         for j in range(x.shape[1]):
-            if edges.size > 2 and matvec is _csr_matvec:
-                # Rows over the threads without the GIL (a hand-off costs ~8 us, the Python pool's 50-150 us).
-                task = parallel.compile_task(_matvec_task, _csr_matvec=_csr_matvec.compiled())
+            if native:
                 args = np.array([w.indptr.ctypes.data, w.indices.ctypes.data, w.data.ctypes.data, xt[j].ctypes.data,
                                  out_t[j].ctypes.data, w.shape[0], len(w.data), w.shape[1]], np.int64)
                 parallel.run_native(task, args, edges, threads)

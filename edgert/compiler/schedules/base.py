@@ -104,20 +104,15 @@ def inline_side_inputs(sch, block) -> None:
     residual's dequantize, fused with the conv that it is added to), so the epilogue reads the
     input itself instead of a whole float copy made before the reduction."""
     anchor = sch.get(block)
-    for _ in range(16):
-        around = _closure(sch, block, sch.get_producers) + _closure(sch, block, sch.get_consumers)
-        side = [b for b in sch.get_child_blocks(sch.get_sblock("root"))
-                if not sch.get(b).same_as(anchor) and not any(sch.get(b).same_as(a) for a in around)]
-        done = False
-        for b in side:
-            try:
-                sch.compute_inline(b)
-                done = True
-                break
-            except Exception:  # not element-wise (or its consumer is not): stays a loop nest
-                continue
-        if not done:
-            return
+    around = _closure(sch, block, sch.get_producers) + _closure(sch, block, sch.get_consumers)
+    for b in sch.get_child_blocks(sch.get_sblock("root")):
+        stmt = sch.get(b)
+        if stmt.same_as(anchor) or any(stmt.same_as(a) for a in around):
+            continue
+        try:
+            sch.compute_inline(b)
+        except Exception:  # not element-wise (or its consumer is not): stays a loop nest
+            continue
 
 
 def _closure(sch, block, step) -> list:
