@@ -40,6 +40,7 @@ def fuse(mod, tgt):
     import tvm
     from tvm import relax
 
+    from edgert.compiler import int8_depthwise
     from edgert.compiler.int8 import integerize
     from edgert.compiler.relax_rewrites import clip_calls_to_ops, column_matmuls_to_rows
     from edgert.compiler.schedules.base import enable_vector_rounding
@@ -52,6 +53,7 @@ def fuse(mod, tgt):
         mod = clip_calls_to_ops(mod)
         mod = column_matmuls_to_rows(mod)
         mod = relax.transform.ConvertLayout(LAYOUTS)(mod)
+        mod = int8_depthwise.rewrite(mod, CpuInfo.from_target(tgt))  # needs the NHWC convs
         mod = tvm.transform.Sequential(
             [
                 relax.transform.LegalizeOps(),

@@ -39,9 +39,10 @@ class Rule:
 
 
 def _rules() -> list[Rule]:
-    from edgert.compiler.schedules import injective, int8_dot, row_reduction, tiled_reduction
+    from edgert.compiler.schedules import injective, int8_depthwise, int8_dot, row_reduction, tiled_reduction
 
     return [
+        Rule("int8_depthwise", int8_depthwise.applies, int8_depthwise.apply),
         Rule("int8_dot", int8_dot.applies, int8_dot.apply),
         Rule("tiled_reduction", tiled_reduction.applies, tiled_reduction.apply),
         Rule("row_reduction", row_reduction.applies, row_reduction.apply),
