@@ -45,6 +45,7 @@ def rewrite(mod, cpu):
     if cpu.dot != "vnni" or LANES not in cpu.dot_lanes:
         return mod
     conv_op = tvm.ir.Op.get("relax.nn.conv2d")
+    rewritten = []
 
     @expr_functor.mutator
     class _Rewriter(PyExprMutator):
@@ -58,6 +59,7 @@ def rewrite(mod, cpu):
             if plan is None:
                 return call
             w4, off = plan
+            rewritten.append(call)
             args = [x, relax.const(w4)] + ([relax.const(off)] if off is not None else [])
             a = call.attrs
             return self.builder_.call_te(
@@ -90,7 +92,12 @@ def rewrite(mod, cpu):
     for gvar, func in list(mod.functions_items()):
         if isinstance(func, relax.Function):
             rewriter.builder_.update_func(gvar, rewriter.visit_expr(func))
+    if not rewritten:
+        return mod
     mod = rewriter.builder_.get()
+    from edgert.compiler.schedules.int8_depthwise import register_intrinsic
+
+    register_intrinsic()
     # A reduction whose reads are not element-wise: FuseOps may append the requantize to it
     # (what AnnotateTIROpPattern infers for conv2d; it keeps a pattern already set).
     for gvar, func in list(mod.functions_items()):

@@ -171,11 +171,11 @@ def _splits_a_small_kernel(func, scheduled) -> bool:
     if "T.parallel(" not in scheduled.script():
         return False
     rule = match(func)
-    if rule is None or rule.name not in ("tiled_reduction", "int8_dot"):
+    if rule is None or rule.name not in ("tiled_reduction", "int8_dot", "int8_depthwise"):
         return False
     sch = s_tir.Schedule(task_module(func))
     macs = max(loop_macs(sch, b) for b in sch.get_child_blocks(sch.get_sblock("root")))
-    return macs < parallel_min_macs(int8=rule.name == "int8_dot")
+    return macs < parallel_min_macs(int8=rule.name.startswith("int8_"))
 
 
 # ---------------------------------------------------------------- tuning

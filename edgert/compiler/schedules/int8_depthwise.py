@@ -39,7 +39,7 @@ def applies(sch) -> bool:
 def apply(sch, cpu: CpuInfo, knobs: Knobs) -> None:
     if cpu.dot != "vnni" or LANES not in cpu.dot_lanes:
         raise ScheduleFailed("the packed depthwise conv needs the 16-lane VNNI form")
-    _register_intrinsic()
+    register_intrinsic()
     pad, acc = _blocks(sch)
     n, i, j, c, ky, k = sch.get_loops(acc)
     width = int(sch.get(j).extent)
@@ -64,7 +64,7 @@ def apply(sch, cpu: CpuInfo, knobs: Knobs) -> None:
     sch.vectorize(sch.get_loops(wb)[-1])
 
 
-def _register_intrinsic() -> None:
+def register_intrinsic() -> None:
     from tvm.s_tir import TensorIntrin
 
     try:
