@@ -132,7 +132,10 @@ def tile_epilogue(sch, block, scope: str, loop):
     tile), with its fused elementwise consumers (bias, ReLU, requantize) inlined into that
     write-back; returns the write-back block."""
     wb = sch.cache_write(block, 0, scope)
-    for _ in range(16):
+    # Until the chain ends (no single consumer, or one that cannot be inlined). No small cap:
+    # a requantize, dequantize, residual add and requantize again (onnxruntime's uint8 recipe
+    # on a TCN block) is 17 blocks, and a block left over runs as a scalar loop of its own.
+    while True:
         consumers = sch.get_consumers(wb)
         if len(consumers) != 1:
             break
