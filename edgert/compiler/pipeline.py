@@ -56,6 +56,10 @@ def fuse(mod, tgt):
         mod = int8_depthwise.rewrite(mod, CpuInfo.from_target(tgt))  # needs the NHWC convs
         mod = tvm.transform.Sequential(
             [
+                # exp/erf/tanh/softmax as TOPI's polynomial forms (Eigen's; within a few float32
+                # ulps), which vectorise: the default erf/exp lower to libm calls, one per element
+                # (vit_digits' GELU: 10 us of its 12.5 us MLP matmul).
+                relax.transform.FastMathTransform(),
                 relax.transform.LegalizeOps(),
                 relax.transform.AnnotateTIROpPattern(),
                 unit_reshapes_as_elementwise(),
