@@ -42,6 +42,8 @@ def rewrite(mod, cpu):
     from tvm import relax
     from tvm.relax import PyExprMutator, expr_functor
 
+    from edgert.compiler.relax_rewrites import rewrite_functions
+
     if cpu.dot != "vnni" or LANES not in cpu.dot_lanes:
         return mod
     conv_op = tvm.ir.Op.get("relax.nn.conv2d")
@@ -88,13 +90,10 @@ def rewrite(mod, cpu):
                     return None
             return None
 
-    rewriter = _Rewriter(mod)
-    for gvar, func in list(mod.functions_items()):
-        if isinstance(func, relax.Function):
-            rewriter.builder_.update_func(gvar, rewriter.visit_expr(func))
+    new = rewrite_functions(_Rewriter(mod), mod)
     if not rewritten:
         return mod
-    mod = rewriter.builder_.get()
+    mod = new
     from edgert.compiler.schedules.int8_depthwise import register_intrinsic
 
     register_intrinsic()

@@ -37,7 +37,7 @@ def clip_calls_to_ops(mod):
             op = relax.op.maximum if name == "maximum" else relax.op.minimum
             return op(x, scalar)
 
-    return relax.transform.DeadCodeElimination()(_rewrite_functions(_Rewriter(mod), mod))
+    return relax.transform.DeadCodeElimination()(rewrite_functions(_Rewriter(mod), mod))
 
 
 def column_matmuls_to_rows(mod):
@@ -83,10 +83,10 @@ def column_matmuls_to_rows(mod):
             y = self.builder_.emit(relax.op.matmul(row, relax.const(wt), out_dtype=out_dtype or None))
             return relax.op.reshape(y, [*ws[:-2], ws[-2], 1])
 
-    return _rewrite_functions(_Rewriter(mod), mod)
+    return rewrite_functions(_Rewriter(mod), mod)
 
 
-def _rewrite_functions(rewriter, mod):
+def rewrite_functions(rewriter, mod):
     """``mod`` with every Relax function passed through ``rewriter`` (a PyExprMutator built on ``mod``)."""
     from tvm import relax
 

@@ -19,6 +19,19 @@ def enable_vector_rounding() -> None:
         tvm.ir.register_op_attr("tirx.nearbyint", "TVectorizable", True)
 
 
+def register_intrinsic(name: str, make) -> None:
+    """Register the TVM tensor intrinsic ``name`` (``make()`` gives its description and
+    implementation) unless it is registered already."""
+    from tvm.s_tir import TensorIntrin
+
+    try:
+        TensorIntrin.get(name)
+        return
+    except Exception:  # not registered yet
+        pass
+    TensorIntrin.register(name, *make())
+
+
 class ScheduleFailed(Exception):
     """A template does not fit the function after all (caught by the dispatcher)."""
 

@@ -9,6 +9,7 @@ copy of the input is made once per call, vectorised over its 16 contiguous chann
 from __future__ import annotations
 
 from edgert.compiler.int8_depthwise import ACC_BLOCK, LANES, PAD_BLOCK, TAPS
+from edgert.compiler.schedules import base
 from edgert.compiler.schedules.base import CpuInfo, Knobs, ScheduleFailed, divisors, tile_epilogue, worth_parallel
 
 INTRINSIC = "edgert_dw_dot16x4_vnni"
@@ -65,14 +66,8 @@ def apply(sch, cpu: CpuInfo, knobs: Knobs) -> None:
 
 
 def register_intrinsic() -> None:
-    from tvm.s_tir import TensorIntrin
-
-    try:
-        TensorIntrin.get(INTRINSIC)
-        return
-    except Exception:  # not registered yet
-        pass
-    TensorIntrin.register(INTRINSIC, *_intrinsic())
+    """Make the tensor intrinsic known to TVM (tuning records replay ``tensorize`` by its name)."""
+    base.register_intrinsic(INTRINSIC, _intrinsic)
 
 
 def _intrinsic():

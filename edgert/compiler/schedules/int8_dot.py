@@ -21,6 +21,7 @@ from edgert.compiler.schedules.base import (
     ScheduleFailed,
     divisors,
     inline_side_inputs,
+    register_intrinsic,
     tile_epilogue,
     worth_parallel,
 )
@@ -270,16 +271,8 @@ def _register_intrinsics(dot: str) -> None:
     if dot != "vnni":
         import tvm.s_tir.tensor_intrin.arm_cpu  # noqa: F401
         return
-    from tvm.s_tir import TensorIntrin
-
     for lanes in INTRINSICS["vnni"][0]:
-        name = intrinsic_name("vnni", lanes)
-        try:
-            TensorIntrin.get(name)
-            continue
-        except Exception:  # not registered yet
-            pass
-        TensorIntrin.register(name, *_vnni_intrinsic(lanes))
+        register_intrinsic(intrinsic_name("vnni", lanes), lambda lanes=lanes: _vnni_intrinsic(lanes))
 
 
 def _vnni_intrinsic(lanes: int):
